@@ -1,0 +1,116 @@
+"""container-onstart.sh: shellcheck-clean, and --dry-run prints the plan without changing anything."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "container-onstart.sh"
+SECRET = "ghp_notarealtoken0123456789"
+
+
+def fake_nvidia_smi(folder: Path, cuda_version: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    tool = folder / "nvidia-smi"
+    tool.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = "-L" ]; then echo "GPU 0: NVIDIA H100 80GB HBM3"; exit 0; fi\n'
+        f'echo "| NVIDIA-SMI 560.35  Driver Version: 560.35  CUDA Version: {cuda_version}     |"\n'
+    )
+    tool.chmod(0o755)
+    return folder
+
+
+def fake_python(path: Path, torch_line: str | None) -> Path:
+    """An interpreter stand-in: answers the script's torch probe (or fails it: no torch installed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n" + (f'echo "{torch_line}"\n' if torch_line else "exit 1\n"))
+    path.chmod(0o755)
+    return path
+
+
+def dry_run(tmp_path: Path, extra_env: dict | None = None, args=("--dry-run",), path_prefix: Path | None = None,
+            torch_line: str | None = "2.8.0+cu128 cuda 12.8"):
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "HF_TOKEN", "GITHUB_TOKEN", "GITHUB_PAT")}
+    # PATH without any real nvidia-smi: only the fake one, when given, is found.
+    path = [str(Path(sys.executable).parent), "/usr/bin", "/bin"]
+    if path_prefix:
+        path.insert(0, str(path_prefix))
+    python = fake_python(tmp_path / "fakepy" / "python3", torch_line)
+    env.update(HOME=str(home), WORKSPACE=str(tmp_path / "ws"), PATH=os.pathsep.join(path), PYTHON=str(python),
+               START_SCRIPT="")
+    env.update(extra_env or {})
+    return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def snapshot(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
+def test_shellcheck_passes():
+    result = subprocess.run(["shellcheck", "--severity=info", str(SCRIPT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_dry_run_prints_every_step_and_changes_nothing(tmp_path):
+    (tmp_path / "home").mkdir()
+    fake_python(tmp_path / "fakepy" / "python3", "2.8.0+cu128 cuda 12.8")
+    before = snapshot(tmp_path)
+    result = dry_run(tmp_path, {"GITHUB_TOKEN": SECRET, "WANDB_API_KEY": "wandb-secret-key"})
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for n in range(1, 8):
+        assert f"== {n}/7" in out
+    ws = tmp_path / "ws" / "arc-reasoning"
+    assert f"+ git clone --quiet --branch main https://github.com/arc-reasoning/arc-reasoning.git {ws}" in out
+    assert f"-m venv --system-site-packages {ws}/.venv" in out
+    assert f"-m pip install --quiet -e {ws}" in out
+    assert "keeping the installed torch: 2.8.0+cu128 cuda 12.8" in out  # the pod's torch is kept
+    assert "no GPU found: skipped" in out
+    assert "wandb.login" in out
+    assert SECRET not in out + result.stderr and "wandb-secret-key" not in out + result.stderr
+    assert snapshot(tmp_path) == before  # nothing created, not even the workspace or ~/.bashrc
+
+
+def test_gpu_pod_plan_picks_wheel_for_driver_and_tries_extras(tmp_path):
+    bin12_6 = fake_nvidia_smi(tmp_path / "bin126", "12.6")
+    # A CPU-only torch on a GPU pod is replaced by the wheel matching the driver.
+    out = dry_run(tmp_path, {"PROJECT_EXTRAS": "test"}, path_prefix=bin12_6, torch_line="2.8.0+cpu cuda None").stdout
+    assert "--ignore-installed torch --index-url https://download.pytorch.org/whl/cu126" in out
+    assert "--no-build-isolation flash-attn" in out and "--no-build-isolation adam-atan2" in out
+    assert f"-e {tmp_path}/ws/arc-reasoning[test]" in out
+
+    bin12_9 = fake_nvidia_smi(tmp_path / "bin129", "12.9")
+    out = dry_run(tmp_path, {"GPU_EXTRAS": "0"}, path_prefix=bin12_9, torch_line=None).stdout  # no torch at all
+    assert "+ " + str(tmp_path / "fakepy" / "python3") + " -m pip install --quiet torch --index-url" in out
+    assert "whl/cu128" in out and "skipped (GPU_EXTRAS=0)" in out and "flash-attn" not in out
+
+    bin11 = fake_nvidia_smi(tmp_path / "bin118", "11.8")
+    out = dry_run(tmp_path, {"KEEP_POD_TORCH": "0"}, path_prefix=bin11).stdout
+    assert "whl/cu118" in out
+
+
+def test_second_run_updates_instead_of_cloning(tmp_path):
+    repo = tmp_path / "ws" / "arc-reasoning"
+    (repo / ".git").mkdir(parents=True)
+    venv_bin = repo / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    fake_python(venv_bin / "python", "2.8.0+cu128 cuda 12.8")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".bashrc").write_text(f"source {repo}/.venv/bin/activate\n")
+    out = dry_run(tmp_path, {"REPO_BRANCH": "dev"}).stdout
+    assert f"+ git -C {repo} fetch --quiet origin dev" in out and "merge --ff-only" in out
+    assert "git clone" not in out
+    assert "exists, reused" in out and "already activates the venv" in out
+
+
+def test_unknown_argument_is_rejected(tmp_path):
+    result = dry_run(tmp_path, args=("--bogus",))
+    assert result.returncode == 2 and "unknown argument" in result.stderr
