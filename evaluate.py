@@ -1,0 +1,219 @@
+"""Evaluate a saved checkpoint on ARC test data: submission.json, metrics.json and report.html.
+
+    python evaluate.py checkpoint=checkpoints/<project>/<run>/step_00001000 data_paths_test=[data/arc-demo]
+    python evaluate.py checkpoint=checkpoints/<project>/<run>          # newest step_* in the run folder
+    python evaluate.py checkpoint=path/to/reference/step_723914         # reference state dict + all_config.yaml
+    OMP_NUM_THREADS=1 torchrun --nproc-per-node 2 evaluate.py checkpoint=... device=cpu
+
+Every key and its type: EvaluateConfig below; the YAML is config/cfg_evaluate.yaml. Outputs go to
+``output_dir`` (default ``<checkpoint folder>/evaluation``).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional
+
+import hydra
+import torch
+from omegaconf import MISSING, OmegaConf
+from safetensors.torch import load_file
+
+from dataset.puzzle_dataset import PuzzleDatasetConfig, create_dataloader
+from evaluators.registry import build_evaluator
+from evaluators.report import write_report
+from training.config import EvaluatorConfig, PretrainConfig, to_pretrain_config
+from utils.distributed import dist_info, init_distributed, print0, select_device
+from utils.io import atomic_write_json
+
+_HUB_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+@dataclass
+class EvaluateConfig:
+    # A checkpoint folder (step_*), a run folder (its newest step_*), a reference state-dict file
+    # with all_config.yaml beside it, or (later) a Hugging Face Hub repo id.
+    checkpoint: str = MISSING
+    # Built dataset folders whose test split is evaluated; empty = the checkpoint config's.
+    data_paths_test: List[str] = field(default_factory=list)
+    # Where submission.json, metrics.json, answers.json and report.html go.
+    output_dir: Optional[str] = None
+    # Use ema.safetensors when the checkpoint has one.
+    use_ema: bool = True
+    # Evaluation batch over all ranks; None = the checkpoint config's eval/global batch size.
+    eval_global_batch_size: Optional[int] = None
+    # ACT steps per example; None = arch.halt_max_steps (the reference always runs them all).
+    halt_max_steps_eval: Optional[int] = None
+    # Keep at most this many augmented copies per task; None = all.
+    eval_max_augmentations: Optional[int] = None
+    # Evaluators; empty = the checkpoint config's (or the ARC evaluator).
+    evaluators: List[EvaluatorConfig] = field(default_factory=list)
+    # "auto" (cuda > mps > cpu) or a torch device string.
+    device: str = "auto"
+    # bfloat16 autocast; None = on for CUDA.
+    autocast: Optional[bool] = None
+    # Write report.html (the visual report) next to the submission.
+    report: bool = True
+    seed: int = 0
+
+
+# ----- checkpoints -----
+def resolve_checkpoint(path_or_repo: str) -> Path:
+    """The one hook that turns ``checkpoint=`` into a local path (Hub ids: a later issue's job)."""
+    path = Path(path_or_repo).expanduser()
+    if path.exists():
+        if path.is_dir() and not (path / "model.safetensors").is_file():
+            from training.checkpoint import find_latest_checkpoint
+
+            latest = find_latest_checkpoint(path)
+            if latest is None:
+                raise FileNotFoundError(f"checkpoint={path_or_repo}: no model.safetensors and no step_* checkpoint inside")
+            return latest
+        return path
+    if _HUB_REPO_ID.match(path_or_repo):
+        raise FileNotFoundError(
+            f"checkpoint={path_or_repo}: no such local path; downloading Hugging Face Hub repos is not wired in yet"
+        )
+    raise FileNotFoundError(f"checkpoint={path_or_repo}: no such file or folder")
+
+
+def _known_keys_only(raw: dict, schema: Any, where: str = "") -> dict:
+    """Drop keys a reference all_config.yaml has but our schema lacks (printing them)."""
+    fields = getattr(schema, "__dataclass_fields__", {})
+    out = {}
+    for key, value in raw.items():
+        if key not in fields:
+            print0(f"all_config.yaml: ignoring {where}{key}")
+            continue
+        nested = getattr(schema, key)
+        if isinstance(value, dict) and hasattr(nested, "__dataclass_fields__"):
+            value = _known_keys_only(value, nested, f"{where}{key}.")
+        out[key] = value
+    return out
+
+
+def load_for_evaluation(path: Path, use_ema: bool) -> tuple[PretrainConfig, dict[str, torch.Tensor], str]:
+    """(training config, weights, description) from one of our checkpoints or a reference one."""
+    from training.checkpoint import load_weights
+
+    if path.is_dir():
+        cfg = to_pretrain_config(OmegaConf.merge(OmegaConf.structured(PretrainConfig), OmegaConf.load(path / "config.yaml")))
+        state = load_weights(path)
+        ema_file = path / "ema.safetensors"
+        if use_ema and ema_file.is_file():
+            state.update(load_file(str(ema_file)))  # EMA covers the floating-point entries
+            return cfg, state, f"{path} (EMA weights)"
+        return cfg, state, str(path)
+    reference_config = path.parent / "all_config.yaml"
+    if not reference_config.is_file():
+        raise FileNotFoundError(f"{path}: a reference checkpoint needs all_config.yaml in the same folder")
+    raw = OmegaConf.to_container(OmegaConf.load(reference_config), resolve=True)
+    if "data_path" in raw and "data_paths" not in raw:  # HRM spelling
+        raw["data_paths"] = [raw.pop("data_path")]
+    arch = raw.get("arch", {})
+    if "hrm" in str(arch.get("name", "")).lower() and "puzzle_emb_len" not in arch:
+        arch["puzzle_emb_len"] = 0  # HRM has no such knob: its prefix is ceil(ndim / hidden)
+    raw = _known_keys_only(raw, PretrainConfig())
+    cfg = to_pretrain_config(OmegaConf.merge(OmegaConf.structured(PretrainConfig), raw))
+    return cfg, load_weights(path), f"{path} (reference format)"
+
+
+# ----- evaluation -----
+def run_evaluation(ecfg: EvaluateConfig) -> dict[str, float] | None:
+    """Evaluate ``ecfg.checkpoint``; returns the metrics on the main rank (None elsewhere)."""
+    from models.compat import load_reference_state_dict
+    from models.registry import build_model
+
+    device = select_device(ecfg.device)
+    info = init_distributed(device)
+    ckpt_path = resolve_checkpoint(ecfg.checkpoint)
+    cfg, state, described = load_for_evaluation(ckpt_path, ecfg.use_ema)
+    paths = list(ecfg.data_paths_test or cfg.data_paths_test or cfg.data_paths)
+    batch_size = ecfg.eval_global_batch_size or cfg.eval_global_batch_size or cfg.global_batch_size
+    loader = create_dataloader(
+        PuzzleDatasetConfig(
+            seed=ecfg.seed, dataset_paths=paths, global_batch_size=batch_size, test_set_mode=True, epochs_per_iter=1,
+            rank=info.rank, num_replicas=info.world_size, max_eval_augmentations=ecfg.eval_max_augmentations,
+        ),
+        "test",
+        num_workers=1 if device.type == "cuda" else 0,
+    )
+    meta = loader.dataset.metadata
+    arch = copy.deepcopy(cfg.arch)
+    bf16 = ecfg.autocast if ecfg.autocast is not None else device.type == "cuda"
+    if not bf16:
+        arch.forward_dtype = "float32"
+    if ecfg.halt_max_steps_eval or cfg.halt_max_steps_eval:
+        arch.halt_max_steps = ecfg.halt_max_steps_eval or cfg.halt_max_steps_eval
+    head = build_model(arch, batch_size=batch_size // info.world_size, seq_len=meta.seq_len,
+                       vocab_size=meta.vocab_size, num_puzzle_identifiers=meta.num_puzzle_identifiers)
+    load_reference_state_dict(head, state)
+    head.to(device).eval()
+
+    specs = ecfg.evaluators or cfg.evaluators or [EvaluatorConfig(name="arc")]
+    evaluators = [
+        build_evaluator(s.name, paths if len(paths) > 1 else paths[0], meta, loader.dataset.identifiers, **s.build_kwargs())
+        for s in specs
+    ]
+    out_dir = Path(ecfg.output_dir) if ecfg.output_dir else (ckpt_path if ckpt_path.is_dir() else ckpt_path.parent) / "evaluation"
+    print0(f"[{device.type} x{info.world_size}] evaluating {described} on {', '.join(paths)} -> {out_dir}")
+
+    required = set().union(*(e.required_outputs for e in evaluators))
+    for evaluator in evaluators:
+        evaluator.begin_eval()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    with torch.inference_mode(), autocast:
+        for _, batch, _ in loader:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            carry = head.initial_carry(batch)
+            while True:  # run the ACT loop to completion (halt_max_steps, or all rows halted)
+                carry, _, _, preds, all_finish = head(carry=carry, batch=batch, return_keys=sorted(required))
+                if bool(all_finish):
+                    break
+            for evaluator in evaluators:
+                evaluator.update_batch(batch, preds)
+
+    metrics: dict[str, float] = {}
+    for evaluator in evaluators:
+        result = evaluator.result(str(out_dir))
+        if result is not None:
+            metrics.update(result)
+    if not dist_info().is_main:
+        return None
+    atomic_write_json(out_dir / "metrics.json", {"checkpoint": described, "data_paths_test": paths, **metrics}, indent=2)
+    if ecfg.report:
+        for evaluator in evaluators:
+            if getattr(evaluator, "last_result", None) is not None:
+                write_report(out_dir / "report.html", evaluator.test_puzzles, evaluator.answers_json(), metrics,
+                             title=f"ARC evaluation of {described}")
+    print0(" ".join(f"{k}={v:.4f}" for k, v in metrics.items() if "pass@" in k))
+    return metrics
+
+
+def register_configs() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
+
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="config", config_name="cfg_evaluate")
+def main(cfg: Any) -> None:
+    ecfg = OmegaConf.to_object(cfg)
+    assert isinstance(ecfg, EvaluateConfig)
+    try:
+        run_evaluation(ecfg)
+    finally:
+        from utils.distributed import destroy_distributed
+
+        destroy_distributed()
+
+
+if __name__ == "__main__":
+    main()
