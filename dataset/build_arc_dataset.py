@@ -287,7 +287,6 @@ def _build_into(out: Path, config: BuildConfig, plans: list[_TaskPlan], test_puz
     _HANDLES.close()
     _write_json(out / "identifiers.json", identifiers)
     _write_json(out / "test_puzzles.json", test_puzzles)
-    _make_readable(out)
     return {"splits": stats, "identifiers": len(identifiers), "augmentation_not_full": len(not_full)}
 
 
@@ -297,13 +296,6 @@ def _write_json(path: Path, obj: object) -> None:
     with open(path, "w") as f:
         f.write(json.dumps(obj))  # dumps uses the C encoder; dump to a file does not
 
-
-def _make_readable(out: Path) -> None:
-    """Give the tree the usual umask modes (temporary files and folders are created private)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in [out, *out.rglob("*")]:
-        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def format_summary(summary: dict) -> str:
