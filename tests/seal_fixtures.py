@@ -1,0 +1,58 @@
+"""Shared SEAL test helpers: a tiny local Llama model, a memorisable task, tiny configs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from seal.config import (
+    DataConfig, EvalConfig, LoraSettings, ModelConfig, Recipe, RestemConfig, SealConfig, SelfEditConfig,
+    StageConfig, TTTConfig,
+)
+from seal.tasks import ArcTask
+
+CONSTANT = np.full((2, 2), 3, dtype=np.uint8)
+
+# A recipe the tiny model can memorise a constant answer with (no augmentation keeps colours fixed).
+MEMORISE_RECIPE = Recipe(
+    use_basic_augmentations=False, use_size_augmentations=False, use_chain_augmentations=False,
+    use_repeat_augmentations=False, strategy="train_using_output_tokens", learning_rate=1e-2, num_train_epochs=15,
+)
+MEMORISE_RESPONSE = json.dumps({
+    "data_generation": {
+        "use_basic_augmentations": False, "use_size_augmentations": False,
+        "use_chain_augmentations": False, "use_repeat_augmentations": False,
+    },
+    "training": {"strategy": "train_using_output_tokens", "learning_rate": 0.01, "num_train_epochs": 15},
+})
+
+
+def constant_task(task_id: str = "c0nst4nt") -> ArcTask:
+    """Every output (demos and test) is the same 2x2 grid of 3s: learnable by rote, invariant to flips."""
+    inputs = [np.array([[1, 0], [0, 2]]), np.array([[0, 5], [6, 0]]), np.array([[7, 7], [0, 1]])]
+    demos = [(i.astype(np.uint8), CONSTANT.copy()) for i in inputs]
+    return ArcTask(task_id, demos, [np.array([[4, 0], [0, 9]], dtype=np.uint8)], [CONSTANT.copy()])
+
+
+def tiny_config(run_dir, model_dir, stage: str = "loop", **stage_kwargs) -> SealConfig:
+    return SealConfig(
+        run_dir=str(run_dir),
+        stage=StageConfig(name=stage, **stage_kwargs),
+        model=ModelConfig(name_or_path=str(model_dir), gradient_checkpointing=True, device="cpu"),
+        lora=LoraSettings(r=8, alpha=16),
+        ttt=TTTConfig(max_examples=16, max_tokens=2048, warmup_steps=2, max_steps=375, fixed_recipe=MEMORISE_RECIPE),
+        # Low temperature: the tiny model learns a recipe only well enough for near-greedy sampling.
+        self_edit=SelfEditConfig(num_recipes=1, max_attempts=2, max_new_tokens=128, temperature=0.1),
+        evaluate=EvalConfig(num_permutations=1, geometric=["transpose", "rot90"], max_new_tokens=16),
+        restem=RestemConfig(lora=LoraSettings(r=16, alpha=32), num_train_epochs=30, learning_rate=1e-2, batch_size=1),
+        data=DataConfig(preset=None),
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    from seal.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_llama"), seed=0)
