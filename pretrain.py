@@ -1,0 +1,42 @@
+"""Train a recursive reasoning model (TRM, HRM, transformer baseline) on a built ARC dataset.
+
+One process (CPU, one GPU or Apple MPS):
+    python pretrain.py arch=trm data_paths="[data/arc1concept-aug-1000]" arch.L_layers=2 \
+        arch.H_cycles=3 arch.L_cycles=4 +run_name=my_run ema=True
+Several GPUs on one machine (the reference command, unchanged):
+    torchrun --nproc-per-node 4 --rdzv_backend=c10d --rdzv_endpoint=localhost:0 --nnodes=1 pretrain.py ...
+Tiny CPU run (minutes, on the demo dataset built by `python -m utils.demo`):
+    python pretrain.py --config-name cfg_tiny_cpu
+
+Every key and its type: training/config.py. The loop: training/trainer.py. Re-running a command with
+the same run_name (or checkpoint_path) resumes from its newest complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from training.config import register_configs, to_pretrain_config
+
+register_configs()
+
+
+def train(cfg: DictConfig) -> dict:
+    """Build the trainer from a composed config and run it; returns the last metrics (tests call this)."""
+    from training.trainer import Trainer
+
+    trainer = Trainer(to_pretrain_config(cfg))
+    try:
+        return trainer.train()
+    finally:
+        trainer.close()
+
+
+@hydra.main(config_path="config", config_name="cfg_pretrain", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()

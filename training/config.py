@@ -1,0 +1,179 @@
+"""Typed schema of the training configuration (config/cfg_pretrain.yaml and friends).
+
+YAML files hold values; these dataclasses hold the types, defaults and one-line docs. They are
+registered in Hydra's ConfigStore as ``pretrain_schema``, which the primary YAML files list first in
+their defaults, so a misspelt key (``lrr=1``) or a wrong type (``epochs=abc``) stops the run at
+start-up with the key's name.
+
+Knob names follow the reference (TinyRecursiveModels' cfg_pretrain.yaml and its Trelis fork). The
+reference needs ``+`` before project_name, run_name, load_checkpoint, checkpoint_path and
+eval_save_outputs because its YAML lacks them; here they exist in the schema with a None/empty
+default, and Hydra accepts ``+key=value`` on a key whose value is None (or a list), so both
+``+run_name=x`` and ``run_name=x`` work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from models.config import ArchConfig
+
+NONFINITE_POLICIES = ("stop", "skip")
+DISTRIBUTED_STRATEGIES = ("ddp", "fsdp2")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+CARRY_POLICIES = ("reset", "restore")
+REINIT_STRATEGIES = ("mean", "normal")
+
+
+@dataclass
+class EvaluatorConfig:
+    # Registry name of the evaluator ("arc"; the reference spelling "arc@ARC" is accepted).
+    name: str = "arc"
+    # ARC evaluator options; None keeps the evaluator's own default.
+    submission_K: Optional[int] = None
+    pass_Ks: Optional[List[int]] = None
+    aggregated_voting: Optional[bool] = None
+    # Anything else a future evaluator accepts, passed through as keyword arguments.
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+
+    def build_kwargs(self) -> dict[str, Any]:
+        known = {"submission_K": self.submission_K, "pass_Ks": self.pass_Ks, "aggregated_voting": self.aggregated_voting}
+        out = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in known.items() if v is not None}
+        out.update(self.kwargs)
+        return out
+
+
+@dataclass
+class PretrainConfig:
+    # Architecture (config group `arch`, files config/arch/*.yaml).
+    arch: ArchConfig = field(default_factory=ArchConfig)
+
+    # --- Data ---
+    # Built dataset folders for training (several are combined).
+    data_paths: List[str] = field(default_factory=lambda: ["data/arc-aug-1000"])
+    # Folders for evaluation; empty means the test split of data_paths.
+    data_paths_test: List[str] = field(default_factory=list)
+    # Evaluators run at every evaluation (one per evaluation data path).
+    evaluators: List[EvaluatorConfig] = field(default_factory=list)
+
+    # --- Schedule of the run ---
+    global_batch_size: int = 768
+    # Evaluation batch size (all ranks together); None = global_batch_size.
+    eval_global_batch_size: Optional[int] = None
+    epochs: int = 100000
+    # Evaluate (and checkpoint) every this many epochs; must divide epochs. None = only at the end.
+    eval_interval: Optional[int] = 10000
+    # Skip evaluations before this many eval intervals have passed.
+    min_eval_interval: int = 0
+    # Stop after this many optimizer steps (None = the full epochs); for smoke tests and benchmarks.
+    max_steps: Optional[int] = None
+
+    # --- Optimizers (AdamATan2 for weights, sign-SGD for puzzle embeddings, one shared schedule) ---
+    lr: float = 1e-4
+    lr_min_ratio: float = 1.0
+    lr_warmup_steps: int = 2000
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    puzzle_emb_lr: float = 1e-2
+    puzzle_emb_weight_decay: float = 0.1
+    # Loading a checkpoint with another puzzle count: new table rows = "mean" of the old rows, or
+    # "normal" draws with the old rows' per-dimension mean and std.
+    puzzle_emb_reinit_strategy: str = "mean"
+
+    # --- Weights averaging and freezing ---
+    ema: bool = False
+    ema_rate: float = 0.999
+    # Train only the puzzle embeddings (trunk requires_grad False: no weight gradients are computed).
+    freeze_weights: bool = False
+    # With freeze_weights: unfreeze the trunk after this many epochs (None = frozen throughout).
+    freeze_weights_epochs: Optional[int] = None
+
+    # --- Evaluation ---
+    # Batch keys / model outputs saved per rank at each evaluation (e.g. [inputs, preds, puzzle_identifiers]).
+    eval_save_outputs: List[str] = field(default_factory=list)
+    # ACT steps at evaluation (None = arch.halt_max_steps).
+    halt_max_steps_eval: Optional[int] = None
+    # Keep at most this many augmented copies per task at evaluation (None = all).
+    eval_max_augmentations: Optional[int] = None
+
+    # --- Names and folders ---
+    project_name: Optional[str] = None
+    run_name: Optional[str] = None
+    # wandb entity (team); None = the logged-in user's default.
+    entity: Optional[str] = None
+    # Run folder: checkpoints, config.yaml, metrics.jsonl. None = checkpoints/<project_name>/<run_name>.
+    checkpoint_path: Optional[str] = None
+    # Initial weights: a checkpoint folder of this framework, or a reference .pt / state-dict file.
+    load_checkpoint: Optional[str] = None
+    # Restart from the newest complete checkpoint in checkpoint_path when there is one.
+    resume: bool = True
+
+    # --- Checkpoints ---
+    checkpoint_every_eval: bool = True
+    # Also checkpoint every N optimizer steps (None = off).
+    checkpoint_every_n_steps: Optional[int] = None
+    # Keep the newest K checkpoints (0 = keep all).
+    checkpoint_keep: int = 3
+    # ACT carry after a resume: "reset" (every row starts a new example: small checkpoints) or
+    # "restore" (save the carry with each checkpoint: the resumed run continues bit for bit).
+    carry_on_resume: str = "reset"
+
+    # --- Robustness ---
+    # A non-finite loss: "stop" the run (the newest checkpoint stays good) or "skip" the step.
+    nonfinite_policy: str = "stop"
+
+    # --- Hardware ---
+    seed: int = 0
+    # "auto" (cuda > mps > cpu), or a torch device string.
+    device: str = "auto"
+    # torch.compile the model; None = on for CUDA (env DISABLE_COMPILE turns it off, as the reference).
+    compile: Optional[bool] = None
+    # bfloat16 autocast; None = on for CUDA. Off (and on CPU/MPS) the model computes in float32.
+    autocast: Optional[bool] = None
+    # Multi-process gradient averaging: "ddp" ("fsdp2" is reserved and refused at start-up for now).
+    distributed: str = "ddp"
+
+    # --- Logging ---
+    # wandb: "auto" = online with WANDB_API_KEY (or WANDB_MODE), offline without; or online/offline/disabled.
+    wandb_mode: str = "auto"
+    # Print the training metrics every N steps (0 = only at evaluations).
+    log_interval: int = 50
+
+    def validate(self) -> None:
+        """Raise ValueError naming the field for values the schema's types cannot rule out."""
+        choices = {"nonfinite_policy": NONFINITE_POLICIES, "distributed": DISTRIBUTED_STRATEGIES,
+                   "wandb_mode": WANDB_MODES, "carry_on_resume": CARRY_POLICIES,
+                   "puzzle_emb_reinit_strategy": REINIT_STRATEGIES}
+        for key, valid in choices.items():
+            if getattr(self, key) not in valid:
+                raise ValueError(f"{key}={getattr(self, key)!r}; valid: {', '.join(valid)}")
+        if not self.data_paths:
+            raise ValueError("data_paths is empty")
+        if self.global_batch_size < 1 or self.epochs < 1:
+            raise ValueError("global_batch_size and epochs must be >= 1")
+        if self.eval_interval is not None and (self.eval_interval < 1 or self.epochs % self.eval_interval):
+            raise ValueError(f"eval_interval={self.eval_interval} must divide epochs={self.epochs}")
+        if self.checkpoint_keep < 0:
+            raise ValueError("checkpoint_keep must be >= 0")
+        self.arch.validate()
+
+
+def register_configs() -> None:
+    """Put the schema into Hydra's ConfigStore (idempotent). Called by pretrain.py and the tests."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="pretrain_schema", node=PretrainConfig)
+
+
+def to_pretrain_config(cfg: Any) -> PretrainConfig:
+    """A composed DictConfig -> PretrainConfig (resolving interpolations), validated."""
+    from omegaconf import OmegaConf
+
+    obj = OmegaConf.to_object(cfg)
+    if isinstance(obj, dict):  # composed without the schema (e.g. a bare YAML file): type it now
+        obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(PretrainConfig), cfg))
+    assert isinstance(obj, PretrainConfig)
+    obj.validate()
+    return obj

@@ -1,0 +1,134 @@
+"""Pieces of the training state that are not the model: RNG states, initial weights, rank sync.
+
+The loop's own counters (step, iteration, ACT carry) live on the Trainer; what a resume needs is
+gathered into one dict by ``Trainer._train_state`` and written by training/checkpoint.py.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from training.checkpoint import load_weights
+
+PUZZLE_TABLE_SUFFIX = "puzzle_emb.weights"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def resize_puzzle_table(old: torch.Tensor, rows: int, strategy: str) -> torch.Tensor:
+    """A table of ``rows`` rows initialised from a trained one of another size (fine-tuning on a new
+    dataset): every row the ``mean`` of the old rows, or ``normal`` draws with the old rows'
+    per-dimension mean and standard deviation (Trelis fork semantics)."""
+    old32 = old.to(torch.float32)
+    mean = old32.mean(dim=0, keepdim=True)
+    if strategy == "mean":
+        new = mean.expand(rows, old.shape[1])
+    elif strategy == "normal":
+        std = old32.std(dim=0, keepdim=True, unbiased=False).clamp_min(1e-6)
+        new = torch.randn(rows, old.shape[1]) * std + mean
+    else:
+        raise ValueError(f"puzzle_emb_reinit_strategy={strategy!r}; valid: mean, normal")
+    return new.to(old.dtype).contiguous()
+
+
+def load_initial_weights(head: nn.Module, path: str, reinit_strategy: str) -> list[str]:
+    """Load ``load_checkpoint=path`` weights into the loss head; returns notes to print.
+
+    The puzzle table is re-initialised when the checkpoint was trained with another number of puzzle
+    identifiers (a different dataset), as the reference does.
+    """
+    state = load_weights(path)
+    notes = []
+    own = head.state_dict()
+    for key in [k for k in own if k.endswith(PUZZLE_TABLE_SUFFIX)]:
+        theirs = next((k for k in state if k.endswith(PUZZLE_TABLE_SUFFIX)), None)
+        if theirs is not None and state[theirs].shape != own[key].shape:
+            notes.append(f"puzzle table {tuple(state[theirs].shape)} -> {tuple(own[key].shape)}: "
+                         f"re-initialised ({reinit_strategy})")
+            state[theirs] = resize_puzzle_table(state[theirs], own[key].shape[0], reinit_strategy)
+    try:
+        from models.compat import load_reference_state_dict
+    except ImportError:  # compat layer absent: our own key names load as they are
+        head.load_state_dict(state)
+    else:
+        load_reference_state_dict(head, state)
+    return notes
+
+
+def broadcast_module_state(module: nn.Module, src: int = 0) -> None:
+    """Make every rank hold rank ``src``'s parameters and buffers (after init or loading)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    with torch.no_grad():
+        for tensor in list(module.state_dict().values()):
+            dist.broadcast(tensor, src=src)
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(values)
+    return values
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """[rank 0's obj, rank 1's, ...] on every rank ([obj] without a process group)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def to_cpu(obj: Any) -> Any:
+    """Tensors inside nested dicts/lists/dataclasses moved to the CPU (for pickling across ranks)."""
+    import dataclasses
+
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, **{f.name: to_cpu(getattr(obj, f.name)) for f in dataclasses.fields(obj)})
+    return obj
+
+
+def to_device(obj: Any, device: torch.device) -> Any:
+    import dataclasses
+
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device) for v in obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, **{f.name: to_device(getattr(obj, f.name), device)
+                                           for f in dataclasses.fields(obj)})
+    return obj

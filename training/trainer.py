@@ -1,0 +1,319 @@
+"""The one training loop for every architecture: Trainer(PretrainConfig).train().
+
+Per optimizer step: one ACT step of the loss head on a batch (the ACT carry keeps unfinished
+examples across batches), loss / global batch size backward, gradients averaged by DDP (or FSDP2),
+AdamATan2 on the weights and sign-SGD on the puzzle-embedding rows (synchronised across ranks by the
+optimizer's all-gather), learning rates from one warmup + cosine schedule, EMA update. Every
+``eval_interval`` epochs: evaluation (EMA weights when ema=True) through the configured evaluators,
+then a checkpoint. A re-run of the same command resumes from the newest complete checkpoint.
+
+Each periodic duty asks for itself: ``_checkpoint_due``, ``_eval_due``; the set-up lives in
+``__init__`` in the order the pieces depend on each other.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import shutil
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from dataset.puzzle_dataset import PuzzleDatasetConfig, create_dataloader
+from models.registry import build_model, count_parameters
+from models.sparse_embedding import SparseSignSGD
+from training import state as st
+from training.checkpoint import find_latest_checkpoint, load_checkpoint, save_checkpoint
+from training.config import PretrainConfig
+from training.ema import EMA
+from training.evaluation import Evaluation
+from training.metrics_logger import MetricsLogger, NullLogger, format_metrics
+from training.optimizers import AdamATan2
+from training.schedule import lr_at_step
+from utils.distributed import broadcast_object, dist_info, init_distributed, print0, select_device
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def decide_run_names(cfg: PretrainConfig) -> tuple[str, str, str]:
+    """(project_name, run_name, run folder); decided on rank 0 and broadcast."""
+    project = cfg.project_name or f"{os.path.basename(os.path.normpath(cfg.data_paths[0])).capitalize()}-ACT-torch"
+    run_name = cfg.run_name or f"{cfg.arch.name.split('@')[-1]}-{datetime.now():%Y%m%d-%H%M%S}"
+    run_dir = cfg.checkpoint_path or os.path.join("checkpoints", project, run_name)
+    return project, run_name, run_dir
+
+
+class Trainer:
+    def __init__(self, cfg: PretrainConfig):
+        self.cfg = cfg = copy.deepcopy(cfg)
+        if cfg.distributed == "fsdp2":
+            # Needs the optimizers built after sharding and full-state checkpoint gathering; not done yet.
+            raise NotImplementedError("distributed=fsdp2 is not implemented yet; use distributed=ddp "
+                                      "(TRM's 7M weights fit every GPU, so DDP loses nothing here)")
+        self.device = select_device(cfg.device)
+        self.info = init_distributed(self.device)
+        rank, world = self.info.rank, self.info.world_size
+        if self.device.type == "cuda":
+            torch.set_float32_matmul_precision("high")
+
+        # Names, run folder and whether to resume: one decision, shared by all ranks.
+        decision = None
+        if self.info.is_main:
+            project, run_name, run_dir = decide_run_names(cfg)
+            latest = find_latest_checkpoint(run_dir) if cfg.resume else None
+            decision = (project, run_name, run_dir, str(latest) if latest else None)
+        cfg.project_name, cfg.run_name, cfg.checkpoint_path, resume_from = broadcast_object(decision)
+        self.run_dir = Path(cfg.checkpoint_path)
+
+        # Data. One loader pass = eval_interval epochs (the reference's "iteration").
+        self.epochs_per_iter = cfg.eval_interval or cfg.epochs
+        self.total_iters = cfg.epochs // self.epochs_per_iter
+        workers = self._loader_workers()
+        self.train_loader = create_dataloader(PuzzleDatasetConfig(
+            seed=cfg.seed, dataset_paths=list(cfg.data_paths), global_batch_size=cfg.global_batch_size,
+            test_set_mode=False, epochs_per_iter=self.epochs_per_iter, rank=rank, num_replicas=world),
+            "train", num_workers=workers)
+        meta = self.train_loader.dataset.metadata
+        self.identifiers = self.train_loader.dataset.identifiers
+        self.total_steps = int(cfg.epochs * meta.total_groups * meta.mean_puzzle_examples / cfg.global_batch_size)
+        self.step_budget = min(self.total_steps, cfg.max_steps) if cfg.max_steps is not None else self.total_steps
+
+        # Model: same seed on every rank, then rank 0's weights broadcast to be sure.
+        st.seed_everything(cfg.seed)
+        arch = copy.deepcopy(cfg.arch)
+        self.bf16 = cfg.autocast if cfg.autocast is not None else self.device.type == "cuda"
+        if not self.bf16:
+            arch.forward_dtype = "float32"
+        self.head = build_model(arch, batch_size=cfg.global_batch_size // world, seq_len=meta.seq_len,
+                                vocab_size=meta.vocab_size, num_puzzle_identifiers=meta.num_puzzle_identifiers)
+        self.head.to(self.device)
+        if cfg.load_checkpoint and not resume_from:
+            for note in st.load_initial_weights(self.head, cfg.load_checkpoint, cfg.puzzle_emb_reinit_strategy):
+                print0(note)
+        st.broadcast_module_state(self.head)
+        st.seed_everything(cfg.seed + rank)  # halting exploration differs per rank, as the reference
+
+        # Optimizers: sign-SGD on the puzzle table, AdamATan2 on the weights (unless frozen throughout).
+        self.puzzle_emb = self.head.model.puzzle_emb
+        if cfg.freeze_weights and self.puzzle_emb is None:
+            raise ValueError("freeze_weights=True but the model has no puzzle embedding (arch.puzzle_emb_ndim=0)")
+        self.freeze_until_step = 0
+        if cfg.freeze_weights:
+            frozen_epochs = cfg.epochs if cfg.freeze_weights_epochs is None else min(cfg.freeze_weights_epochs, cfg.epochs)
+            self.freeze_until_step = math.ceil(self.total_steps * frozen_epochs / cfg.epochs)
+        self.optimizers: list[torch.optim.Optimizer] = []
+        self.base_lrs: list[float] = []
+        if self.puzzle_emb is not None:
+            self.optimizers.append(SparseSignSGD(self.puzzle_emb.buffers(), lr=0.0, weight_decay=cfg.puzzle_emb_weight_decay))
+            self.base_lrs.append(cfg.puzzle_emb_lr)
+        if not cfg.freeze_weights or self.freeze_until_step < self.total_steps:
+            self.optimizers.append(AdamATan2(self.head.parameters(), lr=0.0, betas=(cfg.beta1, cfg.beta2),
+                                             weight_decay=cfg.weight_decay))
+            self.base_lrs.append(cfg.lr)
+        self.ema = EMA(self.head, cfg.ema_rate) if cfg.ema else None
+
+        # Loop state.
+        self.step = 0
+        self.iteration = 0  # loader passes whose evaluation has run
+        self.carry: Any = None
+        self.nonfinite_skipped = 0
+        if resume_from:
+            self._resume(resume_from)
+
+        self.trunk_trainable: bool | None = None
+        self._configure_trunk(trainable=self.step >= self.freeze_until_step)
+        self.evaluation = Evaluation.create(self, workers)
+
+        self.logger: NullLogger = NullLogger()
+        self.config_yaml = OmegaConf.to_yaml(OmegaConf.structured(cfg))
+        if self.info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            for stale in self.run_dir.glob(".step_*.tmp"):  # left by a process killed mid-checkpoint
+                shutil.rmtree(stale, ignore_errors=True)
+            (self.run_dir / "config.yaml").write_text(self.config_yaml)
+            self.logger = MetricsLogger(self.run_dir, project=cfg.project_name, run_name=cfg.run_name,
+                                        config=OmegaConf.to_container(OmegaConf.structured(cfg)),
+                                        wandb_mode=cfg.wandb_mode, entity=cfg.entity,
+                                        total_steps=self.step_budget, initial_step=self.step)
+            self.logger.log({"num_params": count_parameters(self.head)}, step=self.step)
+        print0(f"[{self.device.type} x{world}] run folder {self.run_dir}; {count_parameters(self.head):,} weights; "
+               f"{self.total_steps} steps ({cfg.epochs} epochs); bf16={self.bf16} compile={self._compile_enabled()}"
+               + (f"; resumed from {resume_from} at step {self.step}" if resume_from else ""))
+
+    # ----- set-up helpers ------------------------------------------------------------------------
+    def _loader_workers(self) -> int:
+        return 1 if self.device.type == "cuda" else 0  # on small CPUs a worker process competes with compute
+
+    def _compile_enabled(self) -> bool:
+        if "DISABLE_COMPILE" in os.environ:
+            return False
+        return self.cfg.compile if self.cfg.compile is not None else self.device.type == "cuda"
+
+    def _configure_trunk(self, trainable: bool) -> None:
+        """(Un)freeze the weights and rebuild the wrappers that depend on which weights train."""
+        if trainable == self.trunk_trainable:
+            return
+        self.trunk_trainable = trainable
+        for p in self.head.parameters():
+            p.requires_grad_(trainable)
+        model: torch.nn.Module = self.head
+        if trainable and self.info.world_size > 1:
+            model = self._wrap_distributed(model)
+        self.train_model = torch.compile(model) if self._compile_enabled() else model
+        self.eval_model = torch.compile(self.head) if self._compile_enabled() else self.head
+
+    def _wrap_distributed(self, model: torch.nn.Module) -> torch.nn.Module:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Buffers are not re-broadcast each step: the puzzle table is kept equal by its optimizer.
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+
+    # ----- training ------------------------------------------------------------------------------
+    def train(self) -> dict[str, float]:
+        cfg = self.cfg
+        last: dict[str, float] = {}
+        while self.iteration < self.total_iters and self.step < self.step_budget:
+            if self.train_loader.state_dict()["pass"] == self.iteration:  # else: pass done, its eval pending
+                self.head.train()
+                for _set_name, batch, global_batch_size in self.train_loader:
+                    last = self.train_step(batch, global_batch_size) or last
+                    if self._checkpoint_due_by_steps():
+                        self.save()
+                    if self.step >= self.step_budget:
+                        break
+            finished_pass = self.train_loader.state_dict()["pass"] > self.iteration
+            if finished_pass:
+                self.iteration += 1
+            final = self.iteration >= self.total_iters or self.step >= self.step_budget
+            eval_metrics = None
+            if (finished_pass or final) and self.iteration - 1 >= cfg.min_eval_interval:
+                eval_metrics = self.evaluate()
+                last.update(eval_metrics or {})
+            if final or (finished_pass and cfg.checkpoint_every_eval):
+                self.save(eval_metrics)
+        self.logger.progress(self.step)
+        return last
+
+    def train_step(self, batch: dict[str, torch.Tensor], global_batch_size: int) -> dict[str, float] | None:
+        cfg = self.cfg
+        self._configure_trunk(trainable=self.step >= self.freeze_until_step)
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        if self.carry is None:
+            self.carry = self.head.initial_carry(batch)
+        self.carry, loss, metrics, _, _ = self.train_model(carry=self.carry, batch=batch, return_keys=())
+        # DDP averages gradients over ranks; scaling by world/global makes that the reference's sum / global.
+        (loss * (self.info.world_size / global_batch_size)).backward()
+
+        keys = sorted(metrics)
+        values = st.all_reduce_sum(torch.stack([loss.detach().float()] + [metrics[k].float() for k in keys]))
+        values = values.cpu()
+        if not bool(torch.isfinite(values[0])):
+            return self._non_finite(float(values[0]))
+
+        self.step += 1
+        lr = 0.0
+        for optimizer, base_lr in zip(self.optimizers, self.base_lrs):
+            lr = lr_at_step(self.step, base_lr=base_lr, warmup_steps=cfg.lr_warmup_steps,
+                            total_steps=self.total_steps, min_ratio=cfg.lr_min_ratio)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            if isinstance(optimizer, AdamATan2) and not self.trunk_trainable:
+                continue  # frozen trunk: no gradients, no weight decay
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.head)
+
+        reduced = dict(zip(keys, values[1:].tolist()))
+        count = reduced.pop("count")
+        # Per-row metrics exist only when rows halted this step (they halt together early in training).
+        out = {f"train/{k}": v / (global_batch_size if k.endswith("loss") else count)
+               for k, v in reduced.items() if count > 0 or k.endswith("loss")}
+        out["train/lr"] = lr
+        console = cfg.log_interval > 0 and self.step % cfg.log_interval == 0
+        self.logger.log(out, step=self.step, console=console)
+        self.logger.progress(self.step)
+        return out
+
+    def _non_finite(self, value: float) -> None:
+        step = self.step + 1
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        self.carry = None  # the carried latents may hold the NaN too
+        if self.cfg.nonfinite_policy == "skip":
+            self.nonfinite_skipped += 1
+            self.logger.message(f"non-finite loss ({value}) at step {step}: step skipped "
+                                f"({self.nonfinite_skipped} so far)")
+            self.logger.log({"train/nonfinite_skipped": self.nonfinite_skipped}, step=self.step)
+            return None
+        raise NonFiniteLossError(f"non-finite loss ({value}) at step {step}; stopped (nonfinite_policy=stop). "
+                                 f"Checkpoints in {self.run_dir} hold the last good weights.")
+
+    # ----- evaluation ----------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, float] | None:
+        if self.evaluation is None:
+            return None
+        started = time.time()
+        metrics = self.evaluation.run(self)
+        if metrics is not None:
+            metrics["eval/seconds"] = time.time() - started
+            self.logger.log(metrics, step=self.step)
+            self.logger.message("eval: " + format_metrics(metrics, self.step))
+        return metrics
+
+    # ----- checkpoints ---------------------------------------------------------------------------
+    def _checkpoint_due_by_steps(self) -> bool:
+        n = self.cfg.checkpoint_every_n_steps
+        return bool(n) and self.step > 0 and self.step % n == 0
+
+    def _train_state(self) -> dict[str, Any]:
+        restore = self.cfg.carry_on_resume == "restore"
+        per_rank = st.gather_objects({"rng": st.rng_state(), "loader": self.train_loader.state_dict(),
+                                      "carry": st.to_cpu(self.carry) if restore else None})
+        return {"step": self.step, "iteration": self.iteration, "total_steps": self.total_steps,
+                "world_size": self.info.world_size, "carry_policy": self.cfg.carry_on_resume,
+                "optimizers": [opt.state_dict() for opt in self.optimizers],
+                "nonfinite_skipped": self.nonfinite_skipped, "per_rank": per_rank}
+
+    def save(self, metrics: dict[str, float] | None = None) -> None:
+        train_state = self._train_state()  # a collective: every rank takes part
+        if self.info.is_main:
+            extra = self.evaluation.files_to_keep() if self.evaluation is not None and metrics else {}
+            path = save_checkpoint(self.run_dir, self.step, model_state=self.head.state_dict(), train_state=train_state,
+                                   config_yaml=self.config_yaml, identifiers=self.identifiers,
+                                   ema_state=self.ema.state_dict() if self.ema else None, metrics=metrics,
+                                   extra_files=extra, keep=self.cfg.checkpoint_keep)
+            self.logger.message(f"checkpoint {path}")
+
+    def _resume(self, path: str) -> None:
+        ckpt = load_checkpoint(path, map_location="cpu")
+        self.head.load_state_dict({k: v.to(self.device) for k, v in ckpt.model_state.items()})
+        if self.ema is not None and ckpt.ema_state is not None:
+            self.ema.load_state_dict(ckpt.ema_state)
+        ts = ckpt.train_state
+        if len(ts["optimizers"]) != len(self.optimizers):
+            raise ValueError(f"{path}: {len(ts['optimizers'])} optimizer states for {len(self.optimizers)} optimizers "
+                             "(was freeze_weights or puzzle_emb_ndim changed?)")
+        for optimizer, state in zip(self.optimizers, ts["optimizers"]):
+            optimizer.load_state_dict(state)
+        self.step, self.iteration = ts["step"], ts["iteration"]
+        self.nonfinite_skipped = ts.get("nonfinite_skipped", 0)
+        rank, same_world = self.info.rank, ts["world_size"] == self.info.world_size
+        mine = ts["per_rank"][rank if same_world else 0]
+        self.train_loader.load_state_dict(mine["loader"])  # every rank walks the same global plan
+        if same_world:
+            st.set_rng_state(mine["rng"])
+            if mine["carry"] is not None:
+                self.carry = st.to_device(mine["carry"], self.device)
+
+    def close(self) -> None:
+        self.logger.close()
