@@ -12,7 +12,7 @@ Every key and its type: EvaluateConfig below; the YAML is config/cfg_evaluate.ya
 from __future__ import annotations
 
 import copy
-import re
+import json
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +28,9 @@ from evaluators.registry import build_evaluator
 from evaluators.report import write_report
 from training.config import EvaluatorConfig, PretrainConfig, to_pretrain_config
 from utils.distributed import dist_info, init_distributed, print0, select_device
+from utils.embedding_growth import align_state_dict, read_table_stats
+from utils.hub import resolve_checkpoint as resolve_hub_checkpoint
 from utils.io import atomic_write_json
-
-_HUB_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-
 
 @dataclass
 class EvaluateConfig:
@@ -63,22 +62,12 @@ class EvaluateConfig:
 
 # ----- checkpoints -----
 def resolve_checkpoint(path_or_repo: str) -> Path:
-    """The one hook that turns ``checkpoint=`` into a local path (Hub ids: a later issue's job)."""
+    """``checkpoint=`` as a local path: a reference state-dict file as given, otherwise a checkpoint
+    or run folder (its newest step_*) or a Hub id ``org/repo[@revision]`` (through the HF cache)."""
     path = Path(path_or_repo).expanduser()
-    if path.exists():
-        if path.is_dir() and not (path / "model.safetensors").is_file():
-            from training.checkpoint import find_latest_checkpoint
-
-            latest = find_latest_checkpoint(path)
-            if latest is None:
-                raise FileNotFoundError(f"checkpoint={path_or_repo}: no model.safetensors and no step_* checkpoint inside")
-            return latest
+    if path.is_file():
         return path
-    if _HUB_REPO_ID.match(path_or_repo):
-        raise FileNotFoundError(
-            f"checkpoint={path_or_repo}: no such local path; downloading Hugging Face Hub repos is not wired in yet"
-        )
-    raise FileNotFoundError(f"checkpoint={path_or_repo}: no such file or folder")
+    return resolve_hub_checkpoint(path_or_repo)
 
 
 def _known_keys_only(raw: dict, schema: Any, where: str = "") -> dict:
@@ -126,6 +115,7 @@ def load_for_evaluation(path: Path, use_ema: bool) -> tuple[PretrainConfig, dict
 def run_evaluation(ecfg: EvaluateConfig) -> dict[str, float] | None:
     """Evaluate ``ecfg.checkpoint``; returns the metrics on the main rank (None elsewhere)."""
     from models.compat import load_reference_state_dict
+    from models.lora import merge_lora_state_dict
     from models.registry import build_model
 
     device = select_device(ecfg.device)
@@ -151,6 +141,11 @@ def run_evaluation(ecfg: EvaluateConfig) -> dict[str, float] | None:
         arch.halt_max_steps = ecfg.halt_max_steps_eval or cfg.halt_max_steps_eval
     head = build_model(arch, batch_size=batch_size // info.world_size, seq_len=meta.seq_len,
                        vocab_size=meta.vocab_size, num_puzzle_identifiers=meta.num_puzzle_identifiers)
+    state = merge_lora_state_dict(state)  # LoRA checkpoints evaluate as dense weights
+    ids_file = (ckpt_path if ckpt_path.is_dir() else ckpt_path.parent) / "identifiers.json"
+    if ids_file.is_file():  # rows follow identifier names, so a dataset rebuilt in another order still fits
+        state, _ = align_state_dict(state, json.loads(ids_file.read_text()), loader.dataset.identifiers,
+                                    "mean", stats=read_table_stats(ids_file.parent))
     load_reference_state_dict(head, state)
     head.to(device).eval()
 
@@ -159,7 +154,10 @@ def run_evaluation(ecfg: EvaluateConfig) -> dict[str, float] | None:
         build_evaluator(s.name, paths if len(paths) > 1 else paths[0], meta, loader.dataset.identifiers, **s.build_kwargs())
         for s in specs
     ]
-    out_dir = Path(ecfg.output_dir) if ecfg.output_dir else (ckpt_path if ckpt_path.is_dir() else ckpt_path.parent) / "evaluation"
+    local_dir = Path(ecfg.checkpoint).expanduser().exists()
+    default_out = (ckpt_path if ckpt_path.is_dir() else ckpt_path.parent) / "evaluation" if local_dir \
+        else Path("outputs") / "evaluation" / ecfg.checkpoint.replace("/", "--")  # never inside the HF cache
+    out_dir = Path(ecfg.output_dir) if ecfg.output_dir else default_out
     print0(f"[{device.type} x{info.world_size}] evaluating {described} on {', '.join(paths)} -> {out_dir}")
 
     required = set().union(*(e.required_outputs for e in evaluators))

@@ -12,6 +12,7 @@ they come from the dataset and are passed to ``models.registry.build_model``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import List
 
 LOSS_TYPES = ("stablemax_cross_entropy", "softmax_cross_entropy")
 POS_ENCODINGS = ("rope", "learned", "none")
@@ -75,6 +76,14 @@ class ArchConfig:
     # Evaluation: stop rows whose q_halt says halt (they stop changing) and finish when all halted.
     # False (reference behaviour): evaluation always runs halt_max_steps.
     adaptive_halting: bool = False
+
+    # LoRA (models/lora.py; Trelis-fork names): rank 0 = off. Adapters on the linear layers whose module
+    # names match lora_targets; every other weight frozen except parameters matching lora_trainable.
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: List[str] = field(default_factory=lambda: ["*"])
+    lora_trainable: List[str] = field(default_factory=list)
 
     def validate(self) -> None:
         """Raise ValueError naming the offending field for values the models cannot run with."""

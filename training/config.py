@@ -109,6 +109,11 @@ class PretrainConfig:
     load_checkpoint: Optional[str] = None
     # Restart from the newest complete checkpoint in checkpoint_path when there is one.
     resume: bool = True
+    # Push every checkpoint to this Hugging Face model repo (org/name) in the background; None = off.
+    hub_repo_id: Optional[str] = None
+    hub_private: bool = True
+    # Files left out of the uploads (globs), e.g. [train_state.pt].
+    hub_exclude: List[str] = field(default_factory=list)
 
     # --- Checkpoints ---
     checkpoint_every_eval: bool = True

@@ -6,7 +6,9 @@ gathered into one dict by ``Trainer._train_state`` and written by training/check
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +17,8 @@ import torch.distributed as dist
 from torch import nn
 
 from training.checkpoint import load_weights
+from utils.embedding_growth import align_state_dict, read_table_stats
+from utils.hub import resolve_checkpoint
 
 PUZZLE_TABLE_SUFFIX = "puzzle_emb.weights"
 
@@ -56,14 +60,24 @@ def resize_puzzle_table(old: torch.Tensor, rows: int, strategy: str) -> torch.Te
     return new.to(old.dtype).contiguous()
 
 
-def load_initial_weights(head: nn.Module, path: str, reinit_strategy: str) -> list[str]:
+def load_initial_weights(head: nn.Module, path: str, reinit_strategy: str,
+                         identifiers: list[str] | None = None) -> list[str]:
     """Load ``load_checkpoint=path`` weights into the loss head; returns notes to print.
 
     The puzzle table is re-initialised when the checkpoint was trained with another number of puzzle
     identifiers (a different dataset), as the reference does.
     """
+    if not Path(path).is_file():  # a checkpoint or run folder, or a Hub id org/repo[@revision]
+        path = str(resolve_checkpoint(path))
     state = load_weights(path)
     notes = []
+    id_file = Path(path) / "identifiers.json"
+    if identifiers is not None and id_file.is_file():
+        # Rows follow identifier names: puzzles the checkpoint knows keep their trained rows.
+        state, report = align_state_dict(state, json.loads(id_file.read_text()), list(identifiers),
+                                         reinit_strategy, stats=read_table_stats(path))
+        if report is not None and report.added + report.dropped:
+            notes.append(f"puzzle table fitted to the dataset by name: {report}")
     own = head.state_dict()
     for key in [k for k in own if k.endswith(PUZZLE_TABLE_SUFFIX)]:
         theirs = next((k for k in state if k.endswith(PUZZLE_TABLE_SUFFIX)), None)

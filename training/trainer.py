@@ -26,6 +26,7 @@ import torch
 from omegaconf import OmegaConf
 
 from dataset.puzzle_dataset import PuzzleDatasetConfig, create_dataloader
+from models.lora import maybe_apply_lora, stays_trainable
 from models.registry import build_model, count_parameters
 from models.sparse_embedding import SparseSignSGD
 from training import state as st
@@ -94,9 +95,11 @@ class Trainer:
             arch.forward_dtype = "float32"
         self.head = build_model(arch, batch_size=cfg.global_batch_size // world, seq_len=meta.seq_len,
                                 vocab_size=meta.vocab_size, num_puzzle_identifiers=meta.num_puzzle_identifiers)
+        self.lora_layers = maybe_apply_lora(self.head, arch)  # before loading: dense or LoRA checkpoints load
         self.head.to(self.device)
         if cfg.load_checkpoint and not resume_from:
-            for note in st.load_initial_weights(self.head, cfg.load_checkpoint, cfg.puzzle_emb_reinit_strategy):
+            for note in st.load_initial_weights(self.head, cfg.load_checkpoint, cfg.puzzle_emb_reinit_strategy,
+                                                identifiers=self.identifiers):
                 print0(note)
         st.broadcast_module_state(self.head)
         st.seed_everything(cfg.seed + rank)  # halting exploration differs per rank, as the reference
@@ -115,7 +118,8 @@ class Trainer:
             self.optimizers.append(SparseSignSGD(self.puzzle_emb.buffers(), lr=0.0, weight_decay=cfg.puzzle_emb_weight_decay))
             self.base_lrs.append(cfg.puzzle_emb_lr)
         if not cfg.freeze_weights or self.freeze_until_step < self.total_steps:
-            self.optimizers.append(AdamATan2(self.head.parameters(), lr=0.0, betas=(cfg.beta1, cfg.beta2),
+            self.optimizers.append(AdamATan2([p for n, p in self.head.named_parameters() if self._trains(n)],
+                                             lr=0.0, betas=(cfg.beta1, cfg.beta2),
                                              weight_decay=cfg.weight_decay))
             self.base_lrs.append(cfg.lr)
         self.ema = EMA(self.head, cfg.ema_rate) if cfg.ema else None
@@ -132,6 +136,11 @@ class Trainer:
         self._configure_trunk(trainable=self.step >= self.freeze_until_step)
         self.evaluation = Evaluation.create(self, workers)
 
+        self.hub_pusher = None
+        if cfg.hub_repo_id and self.info.is_main:
+            from utils.hub import HubPusher
+
+            self.hub_pusher = HubPusher(cfg.hub_repo_id, private=cfg.hub_private, exclude=tuple(cfg.hub_exclude))
         self.logger: NullLogger = NullLogger()
         self.config_yaml = OmegaConf.to_yaml(OmegaConf.structured(cfg))
         if self.info.is_main:
@@ -162,13 +171,17 @@ class Trainer:
         if trainable == self.trunk_trainable:
             return
         self.trunk_trainable = trainable
-        for p in self.head.parameters():
-            p.requires_grad_(trainable)
+        for name, p in self.head.named_parameters():
+            p.requires_grad_(trainable and self._trains(name))
         model: torch.nn.Module = self.head
         if trainable and self.info.world_size > 1:
             model = self._wrap_distributed(model)
         self.train_model = torch.compile(model) if self._compile_enabled() else model
         self.eval_model = torch.compile(self.head) if self._compile_enabled() else self.head
+
+    def _trains(self, param_name: str) -> bool:
+        """Under LoRA only the adapters (and arch.lora_trainable matches) train; otherwise everything."""
+        return not self.lora_layers or stays_trainable(param_name, self.cfg.arch.lora_trainable)
 
     def _wrap_distributed(self, model: torch.nn.Module) -> torch.nn.Module:
         from torch.nn.parallel import DistributedDataParallel
@@ -293,6 +306,8 @@ class Trainer:
                                    ema_state=self.ema.state_dict() if self.ema else None, metrics=metrics,
                                    extra_files=extra, keep=self.cfg.checkpoint_keep)
             self.logger.message(f"checkpoint {path}")
+            if self.hub_pusher is not None:
+                self.hub_pusher.submit(path)  # uploads in the background; a failure only logs a warning
 
     def _resume(self, path: str) -> None:
         ckpt = load_checkpoint(path, map_location="cpu")
@@ -316,4 +331,6 @@ class Trainer:
                 self.carry = st.to_device(mine["carry"], self.device)
 
     def close(self) -> None:
+        if self.hub_pusher is not None:
+            self.hub_pusher.close()  # waits for pending uploads
         self.logger.close()
