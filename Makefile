@@ -3,7 +3,7 @@
 PYTHON ?= python3
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install install-test demo test bench
+.PHONY: install install-test demo test
 
 # Keep an existing torch (GPU pods ship their own CUDA build); otherwise take the pinned CPU wheel.
 install:
