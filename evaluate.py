@@ -12,7 +12,6 @@ Every key and its type: EvaluateConfig below; the YAML is config/cfg_evaluate.ya
 from __future__ import annotations
 
 import copy
-import json
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,6 @@ from evaluators.registry import build_evaluator
 from evaluators.report import write_report
 from training.config import EvaluatorConfig, PretrainConfig, to_pretrain_config
 from utils.distributed import dist_info, init_distributed, print0, select_device
-from utils.embedding_growth import align_state_dict, read_table_stats
 from utils.hub import resolve_checkpoint as resolve_hub_checkpoint
 from utils.io import atomic_write_json
 
@@ -114,9 +112,8 @@ def load_for_evaluation(path: Path, use_ema: bool) -> tuple[PretrainConfig, dict
 # ----- evaluation -----
 def run_evaluation(ecfg: EvaluateConfig) -> dict[str, float] | None:
     """Evaluate ``ecfg.checkpoint``; returns the metrics on the main rank (None elsewhere)."""
-    from models.compat import load_reference_state_dict
-    from models.lora import merge_lora_state_dict
     from models.registry import build_model
+    from training.state import fit_weights
 
     device = select_device(ecfg.device)
     info = init_distributed(device)
@@ -141,12 +138,10 @@ def run_evaluation(ecfg: EvaluateConfig) -> dict[str, float] | None:
         arch.halt_max_steps = ecfg.halt_max_steps_eval or cfg.halt_max_steps_eval
     head = build_model(arch, batch_size=batch_size // info.world_size, seq_len=meta.seq_len,
                        vocab_size=meta.vocab_size, num_puzzle_identifiers=meta.num_puzzle_identifiers)
-    state = merge_lora_state_dict(state)  # LoRA checkpoints evaluate as dense weights
-    ids_file = (ckpt_path if ckpt_path.is_dir() else ckpt_path.parent) / "identifiers.json"
-    if ids_file.is_file():  # rows follow identifier names, so a dataset rebuilt in another order still fits
-        state, _ = align_state_dict(state, json.loads(ids_file.read_text()), loader.dataset.identifiers,
-                                    "mean", stats=read_table_stats(ids_file.parent))
-    load_reference_state_dict(head, state)
+    # LoRA merged, puzzle rows matched by identifier name (a dataset rebuilt in another order still fits)
+    for note in fit_weights(head, state, ckpt_path if ckpt_path.is_dir() else ckpt_path.parent,
+                            loader.dataset.identifiers, "mean"):
+        print0(note)
     head.to(device).eval()
 
     specs = ecfg.evaluators or cfg.evaluators or [EvaluatorConfig(name="arc")]

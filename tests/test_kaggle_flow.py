@@ -8,6 +8,8 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 
+from models.lora import merge_lora_state_dict
+
 TINY_ARCH = dict(name="trm", H_cycles=1, L_cycles=1, L_layers=1, hidden_size=32, num_heads=2, expansion=2.0,
                  puzzle_emb_ndim=32, puzzle_emb_len=1, halt_max_steps=2, forward_dtype="float32")
 FAST = ["global_batch_size=4", "eval_max_augmentations=2", "device=cpu", "compile=false", "autocast=false",
@@ -35,8 +37,10 @@ def make_challenges(path):
     return challenges
 
 
-def make_checkpoint(folder):
+def make_checkpoint(folder, lora_with_ema=False):
+    """A dense checkpoint; or one of a LoRA run (rank 2, trained-looking adapters) with EMA weights too."""
     from models.config import ArchConfig
+    from models.lora import apply_lora
     from models.registry import build_model
     from training.config import PretrainConfig
 
@@ -44,7 +48,14 @@ def make_checkpoint(folder):
     arch = ArchConfig(**TINY_ARCH)
     head = build_model(arch, batch_size=4, seq_len=900, vocab_size=12, num_puzzle_identifiers=3)
     folder.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(folder / "model.safetensors"))
+    if lora_with_ema:
+        apply_lora(head, rank=2, alpha=4.0)
+        state = {k: v.contiguous() for k, v in head.state_dict().items()}
+        save_file({k: v + 0.1 * torch.randn_like(v) if k.endswith("lora_B") else v for k, v in state.items()},
+                  str(folder / "model.safetensors"))
+        save_file({k: v + 0.1 * torch.randn_like(v) for k, v in state.items()}, str(folder / "ema.safetensors"))
+    else:
+        save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(folder / "model.safetensors"))
     (folder / "identifiers.json").write_text(json.dumps(["<blank>", "old1", "old2"]))
     (folder / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(PretrainConfig(arch=arch))))
     return folder
@@ -69,7 +80,7 @@ def test_kaggle_flow_end_to_end(tmp_path):
     challenges = make_challenges(tmp_path / "arc-agi_test_challenges.json")
     # A solutions file beside the challenges must NOT be used (Kaggle has none).
     (tmp_path / "arc-agi_test_solutions.json").write_text(json.dumps({"aaaa1111": [[[9]]]}))
-    ckpt = make_checkpoint(tmp_path / "attached" / "step_00000100")
+    ckpt = make_checkpoint(tmp_path / "attached" / "step_00000100", lora_with_ema=True)
     work, out = tmp_path / "work", tmp_path / "submission.json"
     rc = main(["--challenges", str(tmp_path / "arc-agi_test_challenges.json"), "--checkpoint", str(ckpt),
                "--output", str(out), "--work-dir", str(work), "--time-budget-min", "5", "--num-aug", "1",
@@ -82,15 +93,18 @@ def test_kaggle_flow_end_to_end(tmp_path):
     test_puzzles = json.loads((work / "data" / "test_puzzles.json").read_text())
     assert all("output" not in t for task in test_puzzles.values() for t in task["test"])
 
-    # LoRA rank 1 (the preset): only adapters and puzzle rows moved away from the initial weights.
+    # Started from the EMA weights with the checkpoint's adapters merged; then LoRA rank 1 (the preset):
+    # only the fresh adapters and the puzzle rows moved away from those initial weights.
     (run_ckpt,) = sorted((work / "run").glob("step_*"))
     trained = load_file(str(run_ckpt / "model.safetensors"))
-    initial = load_file(str(work / "init_checkpoint" / "model.safetensors"))
+    initial = merge_lora_state_dict(load_file(str(ckpt / "ema.safetensors")))
     adapters = [k for k in trained if k.endswith("lora_B")]
     assert adapters and any(torch.count_nonzero(trained[k]) for k in adapters)
+    assert all(trained[k.replace("lora_B", "lora_A")].shape[0] == 1 for k in adapters)
+    assert set(trained) - set(initial) == {k for k in trained if ".lora_" in k}
     for key, value in initial.items():
         if not key.endswith("puzzle_emb.weights"):
-            assert torch.equal(trained[key], value), key
+            torch.testing.assert_close(trained[key], value, rtol=0, atol=1e-6, msg=key)
     config = OmegaConf.load(run_ckpt / "config.yaml")
     assert config.arch.lora_rank == 1 and config.arch.hidden_size == 32  # arch from the checkpoint
 

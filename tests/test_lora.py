@@ -237,18 +237,15 @@ def test_trm_merged_model_matches_adapted_model():
 
 
 # ------------------------------------------------------------------------- presets and merge tool
-def _compose(name, schema=None):
+def _compose(name):
     import os
 
     from hydra import compose, initialize_config_dir
-    from hydra.core.config_store import ConfigStore
     from hydra.core.global_hydra import GlobalHydra
 
     from training.config import register_configs, to_pretrain_config
 
     register_configs()
-    if schema is not None:
-        ConfigStore.instance().store(name="pretrain_schema", node=schema)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=os.path.abspath("config"), version_base="1.3"):
@@ -272,14 +269,7 @@ def test_emb_posttrain_preset_matches_the_trelis_fork():
     ("cfg_kaggle_lora", dict(global_batch_size=96, epochs=500, eval_max_augmentations=8, ema=False)),
 ])
 def test_lora_presets_compose(name, expected):
-    from models.config import ArchConfig
-
-    if hasattr(ArchConfig(), "lora_rank"):
-        cfg = _compose(name)  # the trainer's schema knows the LoRA fields
-    else:
-        from kaggle.run_kaggle import LoRAPretrainConfig  # until ArchConfig gains them
-
-        cfg = _compose(name, LoRAPretrainConfig)
+    cfg = _compose(name)
     for key, value in expected.items():
         assert getattr(cfg, key) == value, key
     assert (cfg.arch.lora_rank, cfg.arch.lora_alpha) == (1, 16.0) and not cfg.freeze_weights

@@ -215,3 +215,59 @@ def test_reference_command_form_runs_through_hydra_main(data, tmp_path):
     saved = yaml.safe_load((path / "config.yaml").read_text())
     assert saved["run_name"] == "my_run" and saved["ema"] is True and saved["arch"]["hidden_size"] == 32
     assert json.loads((path / "identifiers.json").read_text())[0] == "<blank>"
+
+
+# ----- max_train_minutes: a wall-clock budget per launch ----------------------------------------------
+def _fake_clock(monkeypatch, trainer_module):
+    """training.trainer's clock made a counter that the test advances (one second per training step)."""
+    import time as real_time
+    import types
+
+    clock = [0.0]
+    monkeypatch.setattr(trainer_module, "time", types.SimpleNamespace(monotonic=lambda: clock[0], time=real_time.time))
+    return clock
+
+
+def _eval_rows(trainer: Trainer) -> int:
+    return sum(len(batch["inputs"]) for _, batch, _ in trainer.evaluation.loader)  # padded batches, as run
+
+
+@pytest.mark.parametrize("reserve", ["3", "null"])
+def test_time_budget_stops_in_time_for_the_final_evaluation(data, tmp_path, monkeypatch, reserve):
+    import training.trainer as trainer_module
+
+    clock = _fake_clock(monkeypatch, trainer_module)
+    trainer = Trainer(tiny_cfg(data, tmp_path / "run", "global_batch_size=4", "epochs=100", "eval_interval=100",
+                               "arch.halt_max_steps=2", "min_eval_interval=5", f"max_train_minutes={10 / 60}",
+                               f"final_eval_reserve_minutes={reserve if reserve == 'null' else int(reserve) / 60}"))
+    train_step = trainer.train_step
+
+    def one_second_step(*args):
+        clock[0] += 1.0
+        return train_step(*args)
+
+    trainer.train_step = one_second_step
+    if reserve == "null":  # predicted: 1 s/step x eval rows / 4 rows per step x 2 ACT steps x 0.5
+        predicted = 1.0 * _eval_rows(trainer) / 4 * 2 * 0.5
+        expected_step = max(2, math.ceil(10 - predicted))  # the first step (compilation) is not timed
+    else:
+        expected_step = 10 - 3
+    trainer.train()
+    trainer.close()
+    assert trainer.stopped_by_time and trainer.step == expected_step < trainer.total_steps
+    (step, path), = list_checkpoints(tmp_path / "run")  # the final checkpoint, once
+    metrics = json.loads((path / "metrics.json").read_text())  # evaluated despite min_eval_interval=5
+    assert step == expected_step and "all/exact_accuracy" in metrics
+
+
+def test_time_budget_prediction_uses_the_last_measured_evaluation(data, tmp_path):
+    trainer = Trainer(tiny_cfg(data, tmp_path / "run", "global_batch_size=4", "eval_global_batch_size=8",
+                               "arch.halt_max_steps=3", "max_train_minutes=60"))
+    trainer.step_seconds = 0.5
+    # Eval rows padded to batches of 8, each row run for 3 ACT steps at half a step's cost per 4 rows.
+    assert trainer.predicted_eval_seconds() == pytest.approx(0.5 * _eval_rows(trainer) / 4 * 3 * 0.5)
+    trainer.evaluate()
+    assert trainer.predicted_eval_seconds() == trainer.last_eval_seconds > 0
+    trainer.train()  # an hour is plenty: the run ends by its epochs
+    trainer.close()
+    assert not trainer.stopped_by_time and trainer.step == trainer.total_steps

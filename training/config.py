@@ -68,6 +68,11 @@ class PretrainConfig:
     min_eval_interval: int = 0
     # Stop after this many optimizer steps (None = the full epochs); for smoke tests and benchmarks.
     max_steps: Optional[int] = None
+    # Wall-clock budget of one launch in minutes (None = none): training stops early, keeping time for the
+    # final evaluation and checkpoint, which still run (Kaggle runs, preemptible pods).
+    max_train_minutes: Optional[float] = None
+    # Minutes kept for that final evaluation; None = predicted from the measured step time.
+    final_eval_reserve_minutes: Optional[float] = None
 
     # --- Optimizers (AdamATan2 for weights, sign-SGD for puzzle embeddings, one shared schedule) ---
     lr: float = 1e-4
@@ -160,6 +165,9 @@ class PretrainConfig:
             raise ValueError("global_batch_size and epochs must be >= 1")
         if self.eval_interval is not None and (self.eval_interval < 1 or self.epochs % self.eval_interval):
             raise ValueError(f"eval_interval={self.eval_interval} must divide epochs={self.epochs}")
+        for key in ("max_train_minutes", "final_eval_reserve_minutes"):
+            if getattr(self, key) is not None and getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
         if self.checkpoint_keep < 0:
             raise ValueError("checkpoint_keep must be >= 0")
         self.arch.validate()

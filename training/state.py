@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from models.compat import load_reference_state_dict
+from models.lora import merge_lora_state_dict
 from training.checkpoint import load_weights
 from utils.embedding_growth import align_state_dict, read_table_stats
 from utils.hub import resolve_checkpoint
@@ -60,22 +62,21 @@ def resize_puzzle_table(old: torch.Tensor, rows: int, strategy: str) -> torch.Te
     return new.to(old.dtype).contiguous()
 
 
-def load_initial_weights(head: nn.Module, path: str, reinit_strategy: str,
-                         identifiers: list[str] | None = None) -> list[str]:
-    """Load ``load_checkpoint=path`` weights into the loss head; returns notes to print.
+def fit_weights(head: nn.Module, state: dict[str, torch.Tensor], checkpoint_dir: Path | None,
+                identifiers: list[str] | None, reinit_strategy: str) -> list[str]:
+    """Load a checkpoint's ``state`` into the loss head; returns notes to print.
 
-    The puzzle table is re-initialised when the checkpoint was trained with another number of puzzle
-    identifiers (a different dataset), as the reference does.
+    LoRA adapters in ``state`` are merged into their dense weights, so the run starts from the
+    checkpoint's function whatever its own LoRA settings. Puzzle-table rows follow identifier names
+    when the checkpoint folder has ``identifiers.json`` (known puzzles keep their trained rows); without
+    it a table of another size is re-initialised, as the reference does. Reference key names load too.
     """
-    if not Path(path).is_file():  # a checkpoint or run folder, or a Hub id org/repo[@revision]
-        path = str(resolve_checkpoint(path))
-    state = load_weights(path)
+    state = merge_lora_state_dict(state)
     notes = []
-    id_file = Path(path) / "identifiers.json"
-    if identifiers is not None and id_file.is_file():
-        # Rows follow identifier names: puzzles the checkpoint knows keep their trained rows.
+    id_file = checkpoint_dir / "identifiers.json" if checkpoint_dir is not None else None
+    if identifiers is not None and id_file is not None and id_file.is_file():
         state, report = align_state_dict(state, json.loads(id_file.read_text()), list(identifiers),
-                                         reinit_strategy, stats=read_table_stats(path))
+                                         reinit_strategy, stats=read_table_stats(checkpoint_dir))
         if report is not None and report.added + report.dropped:
             notes.append(f"puzzle table fitted to the dataset by name: {report}")
     own = head.state_dict()
@@ -85,13 +86,17 @@ def load_initial_weights(head: nn.Module, path: str, reinit_strategy: str,
             notes.append(f"puzzle table {tuple(state[theirs].shape)} -> {tuple(own[key].shape)}: "
                          f"re-initialised ({reinit_strategy})")
             state[theirs] = resize_puzzle_table(state[theirs], own[key].shape[0], reinit_strategy)
-    try:
-        from models.compat import load_reference_state_dict
-    except ImportError:  # compat layer absent: our own key names load as they are
-        head.load_state_dict(state)
-    else:
-        load_reference_state_dict(head, state)
+    load_reference_state_dict(head, state)
     return notes
+
+
+def load_initial_weights(head: nn.Module, path: str, reinit_strategy: str,
+                         identifiers: list[str] | None = None) -> list[str]:
+    """``load_checkpoint=path``: a checkpoint or run folder, a Hub id ``org/repo[@rev]`` or a weights file."""
+    if not Path(path).is_file():
+        path = str(resolve_checkpoint(path))
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    return fit_weights(head, load_weights(path), folder, identifiers, reinit_strategy)
 
 
 def broadcast_module_state(module: nn.Module, src: int = 0) -> None:

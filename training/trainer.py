@@ -9,6 +9,10 @@ then a checkpoint. A re-run of the same command resumes from the newest complete
 
 Each periodic duty asks for itself: ``_checkpoint_due``, ``_eval_due``; the set-up lives in
 ``__init__`` in the order the pieces depend on each other.
+
+With ``max_train_minutes`` the loop also watches the clock: after each step it predicts the final
+evaluation's duration (measured step time x evaluation rows x ACT steps, or the last measured
+evaluation) and stops as at the end of a run once the time left only covers that evaluation.
 """
 
 from __future__ import annotations
@@ -37,7 +41,10 @@ from training.evaluation import Evaluation
 from training.metrics_logger import MetricsLogger, NullLogger, format_metrics
 from training.optimizers import AdamATan2
 from training.schedule import lr_at_step
-from utils.distributed import broadcast_object, dist_info, init_distributed, print0, select_device
+from utils.distributed import broadcast_object, init_distributed, print0, select_device
+
+# An evaluation batch runs halt_max_steps forward passes; one costs about half a training step on as many rows.
+EVAL_FORWARD_COST = 0.5
 
 
 class NonFiniteLossError(RuntimeError):
@@ -54,6 +61,7 @@ def decide_run_names(cfg: PretrainConfig) -> tuple[str, str, str]:
 
 class Trainer:
     def __init__(self, cfg: PretrainConfig):
+        self.started = time.monotonic()  # the clock of max_train_minutes
         self.cfg = cfg = copy.deepcopy(cfg)
         if cfg.distributed == "fsdp2":
             # Needs the optimizers built after sharding and full-state checkpoint gathering; not done yet.
@@ -95,12 +103,12 @@ class Trainer:
             arch.forward_dtype = "float32"
         self.head = build_model(arch, batch_size=cfg.global_batch_size // world, seq_len=meta.seq_len,
                                 vocab_size=meta.vocab_size, num_puzzle_identifiers=meta.num_puzzle_identifiers)
-        self.lora_layers = maybe_apply_lora(self.head, arch)  # before loading: dense or LoRA checkpoints load
-        self.head.to(self.device)
-        if cfg.load_checkpoint and not resume_from:
+        if cfg.load_checkpoint and not resume_from:  # before this run's adapters exist: saved ones merge
             for note in st.load_initial_weights(self.head, cfg.load_checkpoint, cfg.puzzle_emb_reinit_strategy,
                                                 identifiers=self.identifiers):
                 print0(note)
+        self.lora_layers = maybe_apply_lora(self.head, arch)  # fresh adapters on top of the loaded weights
+        self.head.to(self.device)
         st.broadcast_module_state(self.head)
         st.seed_everything(cfg.seed + rank)  # halting exploration differs per rank, as the reference
 
@@ -129,6 +137,9 @@ class Trainer:
         self.iteration = 0  # loader passes whose evaluation has run
         self.carry: Any = None
         self.nonfinite_skipped = 0
+        self.stopped_by_time = False
+        self.step_seconds: float | None = None  # smoothed duration of a training step in this process
+        self.last_eval_seconds: float | None = None
         if resume_from:
             self._resume(resume_from)
 
@@ -191,30 +202,70 @@ class Trainer:
         return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
 
     # ----- training ------------------------------------------------------------------------------
+    def _finished(self) -> bool:
+        return self.iteration >= self.total_iters or self.step >= self.step_budget or self.stopped_by_time
+
     def train(self) -> dict[str, float]:
         cfg = self.cfg
         last: dict[str, float] = {}
-        while self.iteration < self.total_iters and self.step < self.step_budget:
+        timed_steps = 0
+        while not self._finished():
             if self.train_loader.state_dict()["pass"] == self.iteration:  # else: pass done, its eval pending
                 self.head.train()
                 for _set_name, batch, global_batch_size in self.train_loader:
+                    started = time.monotonic()
                     last = self.train_step(batch, global_batch_size) or last
+                    timed_steps += 1
+                    if timed_steps > 1:  # the first step of a process compiles; then a smoothed average
+                        took = time.monotonic() - started
+                        self.step_seconds = took if self.step_seconds is None else 0.8 * self.step_seconds + 0.2 * took
+                    if self.step >= self.step_budget or self._out_of_time():
+                        break  # the final checkpoint below covers this step
                     if self._checkpoint_due_by_steps():
                         self.save()
-                    if self.step >= self.step_budget:
-                        break
             finished_pass = self.train_loader.state_dict()["pass"] > self.iteration
             if finished_pass:
                 self.iteration += 1
-            final = self.iteration >= self.total_iters or self.step >= self.step_budget
+            final = self._finished()
             eval_metrics = None
-            if (finished_pass or final) and self.iteration - 1 >= cfg.min_eval_interval:
+            # A run cut short by its time budget evaluates even before min_eval_interval: its last chance.
+            if (finished_pass or final) and (self.iteration - 1 >= cfg.min_eval_interval or self.stopped_by_time):
                 eval_metrics = self.evaluate()
                 last.update(eval_metrics or {})
             if final or (finished_pass and cfg.checkpoint_every_eval):
                 self.save(eval_metrics)
+        if self.stopped_by_time:
+            self.logger.message(f"max_train_minutes={cfg.max_train_minutes}: stopped at step {self.step} "
+                                f"of {self.step_budget} after {time.monotonic() - self.started:.0f} s")
         self.logger.progress(self.step)
         return last
+
+    # ----- time budget ---------------------------------------------------------------------------
+    def _out_of_time(self) -> bool:
+        """Whether the time left only covers the final evaluation; every rank gets the same answer."""
+        if self.cfg.max_train_minutes is None:
+            return False
+        late = time.monotonic() + self.predicted_eval_seconds() >= self.started + 60.0 * self.cfg.max_train_minutes
+        votes = st.all_reduce_sum(torch.tensor([float(late)], device=self.device))  # one late rank stops all
+        self.stopped_by_time = bool(votes.item() > 0)
+        return self.stopped_by_time
+
+    def predicted_eval_seconds(self) -> float:
+        cfg = self.cfg
+        if cfg.final_eval_reserve_minutes is not None:
+            return 60.0 * cfg.final_eval_reserve_minutes
+        if self.evaluation is None:
+            return 0.0
+        if self.last_eval_seconds is not None:
+            return self.last_eval_seconds
+        meta = self.evaluation.loader.dataset.metadata
+        puzzles_per_group = meta.total_puzzles / max(meta.total_groups, 1)
+        if cfg.eval_max_augmentations is not None:
+            puzzles_per_group = min(puzzles_per_group, cfg.eval_max_augmentations)
+        eval_batch = cfg.eval_global_batch_size or cfg.global_batch_size
+        rows = math.ceil(meta.total_groups * puzzles_per_group * meta.mean_puzzle_examples / eval_batch) * eval_batch
+        halt = cfg.halt_max_steps_eval or cfg.arch.halt_max_steps
+        return (self.step_seconds or 0.0) * rows / cfg.global_batch_size * halt * EVAL_FORWARD_COST
 
     def train_step(self, batch: dict[str, torch.Tensor], global_batch_size: int) -> dict[str, float] | None:
         cfg = self.cfg
@@ -277,6 +328,7 @@ class Trainer:
             return None
         started = time.time()
         metrics = self.evaluation.run(self)
+        self.last_eval_seconds = time.time() - started
         if metrics is not None:
             metrics["eval/seconds"] = time.time() - started
             self.logger.log(metrics, step=self.step)
