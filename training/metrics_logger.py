@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ class MetricsLogger(NullLogger):
 
         # One wandb run per run folder: a resumed training continues the same wandb run.
         id_file = self.run_dir / "wandb_run_id.txt"
-        run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+        run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:8]  # wandb-style id
         id_file.write_text(run_id)
         return wandb.init(project=project, name=run_name, entity=entity, config=config, id=run_id, resume="allow",
                           mode=self.wandb_mode, dir=str(self.run_dir), settings=wandb.Settings(x_disable_stats=True))
