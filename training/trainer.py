@@ -41,7 +41,8 @@ from training.evaluation import Evaluation
 from training.metrics_logger import MetricsLogger, NullLogger, format_metrics
 from training.optimizers import AdamATan2
 from training.schedule import lr_at_step
-from utils.distributed import broadcast_object, init_distributed, print0, select_device
+from utils.distributed import (barrier, broadcast_object, destroy_distributed, init_distributed, print0,
+                               select_device)
 
 # An evaluation batch runs halt_max_steps forward passes; one costs about half a training step on as many rows.
 EVAL_FORWARD_COST = 0.5
@@ -386,3 +387,7 @@ class Trainer:
         if self.hub_pusher is not None:
             self.hub_pusher.close()  # waits for pending uploads
         self.logger.close()
+        # Every rank waits for the others' last writes, then the group is torn down: a rank that left
+        # with gloo's threads still running aborted at interpreter exit ("terminate called ...").
+        barrier()
+        destroy_distributed()
