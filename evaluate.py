@@ -24,7 +24,6 @@ from safetensors.torch import load_file
 
 from dataset.puzzle_dataset import PuzzleDatasetConfig, create_dataloader
 from evaluators.registry import build_evaluator
-from evaluators.report import write_report
 from training.config import EvaluatorConfig, PretrainConfig, to_pretrain_config
 from utils.distributed import dist_info, init_distributed, print0, select_device
 from utils.hub import resolve_checkpoint as resolve_hub_checkpoint
@@ -146,7 +145,8 @@ def run_evaluation(ecfg: EvaluateConfig) -> dict[str, float] | None:
 
     specs = ecfg.evaluators or cfg.evaluators or [EvaluatorConfig(name="arc")]
     evaluators = [
-        build_evaluator(s.name, paths if len(paths) > 1 else paths[0], meta, loader.dataset.identifiers, **s.build_kwargs())
+        build_evaluator(s.name, paths if len(paths) > 1 else paths[0], meta, loader.dataset.identifiers,
+                        **{"report": ecfg.report, "report_title": f"ARC evaluation of {described}", **s.build_kwargs()})
         for s in specs
     ]
     local_dir = Path(ecfg.checkpoint).expanduser().exists()
@@ -178,11 +178,6 @@ def run_evaluation(ecfg: EvaluateConfig) -> dict[str, float] | None:
     if not dist_info().is_main:
         return None
     atomic_write_json(out_dir / "metrics.json", {"checkpoint": described, "data_paths_test": paths, **metrics}, indent=2)
-    if ecfg.report:
-        for evaluator in evaluators:
-            if getattr(evaluator, "last_result", None) is not None:
-                write_report(out_dir / "report.html", evaluator.test_puzzles, evaluator.answers_json(), metrics,
-                             title=f"ARC evaluation of {described}")
     print0(" ".join(f"{k}={v:.4f}" for k, v in metrics.items() if "pass@" in k))
     return metrics
 

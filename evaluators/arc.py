@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 
 from dataset.arc_grid import ID_SEPARATOR, NUM_COLOURS, parse_identifier, validate_grid
+from evaluators.report import write_report
 from evaluators.submission import FALLBACK_GRID, write_submission
 from evaluators.voting import EMPTY, VoteTable, canonicalise_tokens, canvas_to_grid, grid_to_canvas, row_hashes
 from utils.distributed import dist_info
@@ -77,6 +78,8 @@ class ARCEvaluator:
         pass_Ks: Sequence[int] = DEFAULT_PASS_KS,
         keep_top: int = 10,
         flush_rows: int = 65536,
+        report: bool = True,
+        report_title: str = "ARC evaluation",
         **_unused: Any,  # reference knobs (aggregated_voting, ...) are accepted and ignored
     ):
         self.test_puzzles = load_test_puzzles(data_path)
@@ -86,6 +89,7 @@ class ARCEvaluator:
         self.pass_Ks = tuple(pass_Ks)
         self.keep_top = max(keep_top, submission_K)
         self.flush_rows = flush_rows
+        self.report, self.report_title = report, report_title
         self.task_ids = list(self.test_puzzles)
         self._build_test_tables()
         # Identifier -> (task index, dihedral id, inverse colour map), parsed on first sight.
@@ -306,9 +310,13 @@ class ARCEvaluator:
         }
 
     def save(self, save_path: str) -> None:
-        """submission.json (Kaggle format) and answers.json (ranked answers, for the report)."""
+        """submission.json (Kaggle format), answers.json (ranked answers) and report.html (grids to look at)."""
         write_submission(Path(save_path) / "submission.json", self.submission_attempts(), self.submission_K)
-        atomic_write_json(Path(save_path) / "answers.json", self.answers_json())
+        answers = self.answers_json()
+        atomic_write_json(Path(save_path) / "answers.json", answers)
+        if self.report:
+            write_report(Path(save_path) / "report.html", self.test_puzzles, answers, self.last_result.metrics,
+                         title=self.report_title)
 
 
 __all__ = ["ARCEvaluator", "EvaluationResult", "DEFAULT_PASS_KS", "load_test_puzzles"]

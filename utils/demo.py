@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> dict:
     for key in sorted(metrics):
         if key.startswith(("all/", "ARC/pass@", "train/")):
             print(f"  {key:28s} {metrics[key]:.4f}")
+    reports = sorted(Path(args.run_dir).glob("evaluator_*/report.html"))
+    if reports:
+        print(f"  grids, votes and marks per task: {reports[-1]}")
     print(f"Done in {time.time() - started:.0f} s; checkpoints in {args.run_dir} "
           f"(python pretrain.py --config-name cfg_tiny_cpu trains the same model again).")
     return metrics
