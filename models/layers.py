@@ -70,9 +70,16 @@ def resolve_forward_dtype(name: str, device: torch.device | str) -> torch.dtype:
     wanted = _DTYPES[name]
     if wanted == torch.float32 or device.type != "cuda":
         return torch.float32
-    if wanted == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+    if wanted == torch.bfloat16 and not _cuda_has_native_bf16():
         return torch.float32
     return wanted
+
+
+@torch.compiler.assume_constant_result
+def _cuda_has_native_bf16() -> bool:
+    # A constant to torch.compile: traced inside forward, torch.cuda.is_bf16_supported() is a graph
+    # break on every call. No emulation: pre-Ampere GPUs "support" bf16 only slowly.
+    return torch.cuda.is_bf16_supported(including_emulation=False)
 
 
 # ----------------------------------------------------------------------------- casted layers
@@ -169,7 +176,8 @@ class SwiGLU(nn.Module):
 def _flash_attention_usable(q: torch.Tensor) -> bool:
     if _flash_attn_func is None or not q.is_cuda or q.dtype not in (torch.float16, torch.bfloat16):
         return False
-    return torch.cuda.get_device_capability(q.device)[0] >= 8
+    # get_device_properties is constant-folded by torch.compile; get_device_capability is a graph break.
+    return torch.cuda.get_device_properties(q.device).major >= 8
 
 
 class Attention(nn.Module):

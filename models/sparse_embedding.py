@@ -66,7 +66,9 @@ def _gather_across_ranks(tensor: torch.Tensor) -> torch.Tensor:
         return tensor
     out = torch.empty((dist.get_world_size() * tensor.shape[0],) + tuple(tensor.shape[1:]),
                       dtype=tensor.dtype, device=tensor.device)
-    dist.all_gather_into_tensor(out, tensor.contiguous())
+    # torch 2.13 renamed all_gather_into_tensor (now a FutureWarning) to all_gather_single.
+    gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+    gather(out, tensor.contiguous())
     return out
 
 

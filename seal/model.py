@@ -28,7 +28,8 @@ def choose_precision(dtype: str, device: torch.device) -> Precision:
     """bf16 on GPUs that have it, fp16 weights + fp32 adapters on older GPUs (T4), fp32 on CPU."""
     if dtype == "auto":
         if device.type == "cuda":
-            dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+            # Native bf16 only: with emulation counted, a T4 "supports" bf16 and never got the fp16 path.
+            dtype = "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float16"
         else:
             dtype = "float32"
     table = {

@@ -31,19 +31,33 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_state() -> dict[str, Any]:
+def _cuda_index(device: torch.device | None) -> int:
+    return device.index if device is not None and device.index is not None else torch.cuda.current_device()
+
+
+def rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """RNG states of this process; on CUDA only ``device``'s generator (the others belong to other
+    ranks, and a node with fewer GPUs could not restore a list of all of them)."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    on_cuda = device is None or device.type == "cuda"
+    if on_cuda and torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state(_cuda_index(device))
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    cuda = state.get("cuda")
+    if cuda is None or not torch.cuda.is_available() or (device is not None and device.type != "cuda"):
+        return
+    index = _cuda_index(device)
+    if isinstance(cuda, (list, tuple)):  # older checkpoints: one state per visible device
+        if index >= len(cuda):
+            return
+        cuda = cuda[index]
+    torch.cuda.set_rng_state(cuda.cpu(), index)
 
 
 def resize_puzzle_table(old: torch.Tensor, rows: int, strategy: str) -> torch.Tensor:
@@ -114,12 +128,16 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
-def gather_objects(obj: Any) -> list[Any]:
-    """[rank 0's obj, rank 1's, ...] on every rank ([obj] without a process group)."""
+def gather_objects(obj: Any) -> list[Any] | None:
+    """[rank 0's obj, rank 1's, ...] on rank 0, None elsewhere ([obj] without a process group).
+
+    Only the main rank writes checkpoints, so only it receives the others' state (an all-gather would
+    copy every rank's ACT carry to every rank).
+    """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return [obj]
-    out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
+    out: list[Any] | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(obj, out, dst=0)
     return out
 
 

@@ -343,7 +343,7 @@ class Trainer:
 
     def _train_state(self) -> dict[str, Any]:
         restore = self.cfg.carry_on_resume == "restore"
-        per_rank = st.gather_objects({"rng": st.rng_state(), "loader": self.train_loader.state_dict(),
+        per_rank = st.gather_objects({"rng": st.rng_state(self.device), "loader": self.train_loader.state_dict(),
                                       "carry": st.to_cpu(self.carry) if restore else None})
         return {"step": self.step, "iteration": self.iteration, "total_steps": self.total_steps,
                 "world_size": self.info.world_size, "carry_policy": self.cfg.carry_on_resume,
@@ -365,8 +365,11 @@ class Trainer:
     def _resume(self, path: str) -> None:
         ckpt = load_checkpoint(path, map_location="cpu")
         self.head.load_state_dict({k: v.to(self.device) for k, v in ckpt.model_state.items()})
-        if self.ema is not None and ckpt.ema_state is not None:
-            self.ema.load_state_dict(ckpt.ema_state)
+        if self.ema is not None:
+            if ckpt.ema_state is not None:
+                self.ema.load_state_dict(ckpt.ema_state)
+            else:  # ema switched on at resume: average from the resumed weights, not the initial ones
+                self.ema = EMA(self.head, self.cfg.ema_rate)
         ts = ckpt.train_state
         if len(ts["optimizers"]) != len(self.optimizers):
             raise ValueError(f"{path}: {len(ts['optimizers'])} optimizer states for {len(self.optimizers)} optimizers "
@@ -379,7 +382,7 @@ class Trainer:
         mine = ts["per_rank"][rank if same_world else 0]
         self.train_loader.load_state_dict(mine["loader"])  # every rank walks the same global plan
         if same_world:
-            st.set_rng_state(mine["rng"])
+            st.set_rng_state(mine["rng"], self.device)
             if mine["carry"] is not None:
                 self.carry = st.to_device(mine["carry"], self.device)
 

@@ -42,6 +42,8 @@ def print0(*args: Any, **kwargs: Any) -> None:
 
 def select_device(preferred: str = "auto") -> torch.device:
     """cuda:<local rank> when CUDA is there, else Apple MPS, else CPU (unless ``preferred`` says)."""
+    if preferred == "cuda":  # torchrun: each rank its own GPU (NCCL and DDP need the index)
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     if preferred != "auto":
         return torch.device(preferred)
     if torch.cuda.is_available():
