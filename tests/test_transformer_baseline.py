@@ -2,24 +2,15 @@
 computation, single-pass mode (halt_max_steps 1), loss-head compatibility, reference state dicts."""
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from models.compat import load_reference_state_dict
-from models.config import ArchConfig
 from models.losses import ACTLossHead
 from models.transformer_baseline import TransformerBaseline
 
-ARCH_DIR = Path(__file__).resolve().parents[1] / "config" / "arch"
-SEQ_LEN, VOCAB, NUM_IDS = 8, 12, 5
-
-
-def load_arch(name: str, **overrides) -> ArchConfig:
-    merged = OmegaConf.merge(OmegaConf.structured(ArchConfig), OmegaConf.load(ARCH_DIR / f"{name}.yaml"), overrides)
-    return OmegaConf.to_object(merged)
+from tests.test_hrm import NUM_IDS, SEQ_LEN, VOCAB, load_arch
 
 
 def build(seed: int = 0, batch_size: int = 3, **overrides) -> TransformerBaseline:
