@@ -32,7 +32,13 @@ for arg in "$@"; do
   esac
 done
 
-REPO_URL="${REPO_URL:-https://github.com/arc-reasoning/arc-reasoning.git}"
+# Default: the origin of the checkout this script sits in (absent when piped through curl).
+script_dir="$(cd "$(dirname "${BASH_SOURCE[0]:-.}")" 2>/dev/null && pwd)"
+REPO_URL="${REPO_URL:-$(git -C "$script_dir" remote get-url origin 2>/dev/null || true)}"
+if [ -z "$REPO_URL" ]; then
+  echo "REPO_URL is not set: give the https URL of this repository (e.g. https://github.com/<org>/<repo>.git)" >&2
+  exit 2
+fi
 REPO_BRANCH="${REPO_BRANCH:-main}"
 WORKSPACE="${WORKSPACE:-/workspace}"
 REPO_NAME="$(basename "${REPO_URL%.git}")"

@@ -43,7 +43,7 @@ def dry_run(tmp_path: Path, extra_env: dict | None = None, args=("--dry-run",), 
         path.insert(0, str(path_prefix))
     python = fake_python(tmp_path / "fakepy" / "python3", torch_line)
     env.update(HOME=str(home), WORKSPACE=str(tmp_path / "ws"), PATH=os.pathsep.join(path), PYTHON=str(python),
-               START_SCRIPT="")
+               START_SCRIPT="", REPO_URL="https://example.invalid/org/arc-reasoning.git")
     env.update(extra_env or {})
     return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=60)
 
@@ -68,7 +68,7 @@ def test_dry_run_prints_every_step_and_changes_nothing(tmp_path):
     for n in range(1, 8):
         assert f"== {n}/7" in out
     ws = tmp_path / "ws" / "arc-reasoning"
-    assert f"+ git clone --quiet --branch main https://github.com/arc-reasoning/arc-reasoning.git {ws}" in out
+    assert f"+ git clone --quiet --branch main https://example.invalid/org/arc-reasoning.git {ws}" in out
     assert f"-m venv --system-site-packages {ws}/.venv" in out
     assert f"-m pip install --quiet -e {ws}" in out
     assert "keeping the installed torch: 2.8.0+cu128 cuda 12.8" in out  # the pod's torch is kept
@@ -114,3 +114,12 @@ def test_second_run_updates_instead_of_cloning(tmp_path):
 def test_unknown_argument_is_rejected(tmp_path):
     result = dry_run(tmp_path, args=("--bogus",))
     assert result.returncode == 2 and "unknown argument" in result.stderr
+
+
+def test_without_repo_url_or_origin_it_stops_with_a_clear_message(tmp_path):
+    copy = tmp_path / "outside" / "container-onstart.sh"  # not inside a git checkout: no origin to fall back on
+    copy.parent.mkdir()
+    shutil.copy(SCRIPT, copy)
+    env = {k: v for k, v in os.environ.items() if k != "REPO_URL"}
+    result = subprocess.run(["bash", str(copy), "--dry-run"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "REPO_URL is not set" in result.stderr
