@@ -26,7 +26,7 @@ from dataset.puzzle_dataset import PuzzleDatasetConfig, create_dataloader
 from evaluators.registry import build_evaluator
 from training.config import EvaluatorConfig, PretrainConfig, to_pretrain_config
 from utils.distributed import dist_info, init_distributed, print0, select_device
-from utils.hub import resolve_checkpoint as resolve_hub_checkpoint
+from utils.hub import resolve_checkpoint
 from utils.io import atomic_write_json
 
 @dataclass
@@ -58,15 +58,6 @@ class EvaluateConfig:
 
 
 # ----- checkpoints -----
-def resolve_checkpoint(path_or_repo: str) -> Path:
-    """``checkpoint=`` as a local path: a reference state-dict file as given, otherwise a checkpoint
-    or run folder (its newest step_*) or a Hub id ``org/repo[@revision]`` (through the HF cache)."""
-    path = Path(path_or_repo).expanduser()
-    if path.is_file():
-        return path
-    return resolve_hub_checkpoint(path_or_repo)
-
-
 def _known_keys_only(raw: dict, schema: Any, where: str = "") -> dict:
     """Drop keys a reference all_config.yaml has but our schema lacks (printing them)."""
     fields = getattr(schema, "__dataclass_fields__", {})

@@ -108,3 +108,21 @@ def test_reference_format_checkpoint_gives_the_same_evaluation(tmp_path):
     assert {k: v for k, v in m_ours.items() if k.startswith("ARC/")} == {k: v for k, v in m_ref.items() if k.startswith("ARC/")}
     assert (tmp_path / "o1/submission.json").read_text() == (tmp_path / "o2/submission.json").read_text()
     assert (tmp_path / "o1/answers.json").read_text() == (tmp_path / "o2/answers.json").read_text()
+
+
+def test_reference_layout_as_a_folder_or_a_hub_repo(tmp_path, monkeypatch):
+    """Published reference checkpoints are a folder/repo with all_config.yaml and a bare step_<N> file:
+    `checkpoint=<that folder>` and `checkpoint=org/repo` (offline cache) pick the newest step file."""
+    from evaluate import EvaluateConfig, run_evaluation
+    from tests.test_hub import build_cache
+
+    test_reference_format_checkpoint_gives_the_same_evaluation(tmp_path)  # writes reference/{all_config.yaml,step_5}
+    ref_dir = tmp_path / "reference"
+    (ref_dir / "step_2").write_bytes(b"older weights: must not be picked")
+    files = {p.name: p.read_bytes() for p in ref_dir.iterdir()}
+    build_cache(tmp_path / "hf_cache", "org/trm-reference", "c" * 40, files)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name, checkpoint in (("o3", str(ref_dir)), ("o4", "org/trm-reference")):
+        run_evaluation(EvaluateConfig(checkpoint=checkpoint, device="cpu", output_dir=str(tmp_path / name), report=False))
+        assert (tmp_path / name / "submission.json").read_text() == (tmp_path / "o2/submission.json").read_text()

@@ -107,8 +107,7 @@ def fit_weights(head: nn.Module, state: dict[str, torch.Tensor], checkpoint_dir:
 def load_initial_weights(head: nn.Module, path: str, reinit_strategy: str,
                          identifiers: list[str] | None = None) -> list[str]:
     """``load_checkpoint=path``: a checkpoint or run folder, a Hub id ``org/repo[@rev]`` or a weights file."""
-    if not Path(path).is_file():
-        path = str(resolve_checkpoint(path))
+    path = str(resolve_checkpoint(path))
     folder = Path(path) if Path(path).is_dir() else Path(path).parent
     return fit_weights(head, load_weights(path), folder, identifiers, reinit_strategy)
 

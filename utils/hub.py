@@ -66,9 +66,23 @@ def parse_repo_spec(spec: str) -> tuple[str, str | None]:
     return repo_id, revision or None
 
 
-def _newest_step_folder(folder: Path) -> Path | None:
-    steps = sorted(p for p in folder.glob("step_*") if (p / CHECKPOINT_WEIGHTS).is_file())
-    return steps[-1] if steps else None
+def _step_number(path: Path) -> int:
+    digits = path.stem.rsplit("_", 1)[-1]
+    return int(digits) if digits.isdigit() else -1
+
+
+def _find_weights(folder: Path) -> Path | None:
+    """Where the weights of a checkpoint folder are: the folder itself (ours), its newest step_*
+    sub-folder (a run folder), or the newest reference-format state-dict file below it (the TRM/HRM
+    code saves bare ``step_<N>`` files next to ``all_config.yaml``; published repos keep that layout)."""
+    if (folder / CHECKPOINT_WEIGHTS).is_file():
+        return folder
+    ours = [p for p in folder.glob("step_*") if (p / CHECKPOINT_WEIGHTS).is_file()]
+    if ours:
+        return max(ours, key=_step_number)
+    reference = [p for p in folder.rglob("*") if p.is_file() and not any(x.startswith(".") for x in p.parts)
+                 and ((p.name.startswith("step_") and p.suffix == "") or p.suffix in (".pt", ".pth"))]
+    return max(reference, key=lambda p: (_step_number(p), str(p))) if reference else None
 
 
 def resolve_checkpoint(
@@ -77,19 +91,20 @@ def resolve_checkpoint(
     cache_dir: str | os.PathLike | None = None,
     allow_patterns: list[str] | None = None,
 ) -> Path:
-    """Return a local checkpoint folder (one holding model.safetensors) for a path or Hub id.
+    """Return a local checkpoint folder (one holding model.safetensors), or a reference-format weights
+    file (with all_config.yaml beside it), for a path or Hub id.
 
     A local path wins over a Hub id of the same spelling. ``allow_patterns`` limits what is
     downloaded (for example skip ``train_state.pt`` for inference).
     """
     local = Path(path_or_repo_id).expanduser()
+    if local.is_file():
+        return local
     if local.exists():
-        if (local / CHECKPOINT_WEIGHTS).is_file():
-            return local
-        newest = _newest_step_folder(local)
-        if newest is not None:
-            return newest
-        raise FileNotFoundError(f"{local}: no {CHECKPOINT_WEIGHTS} and no step_* checkpoint inside")
+        found = _find_weights(local)
+        if found is None:
+            raise FileNotFoundError(f"{local}: no {CHECKPOINT_WEIGHTS}, no step_* checkpoint and no reference weights inside")
+        return found
 
     repo_id, revision = parse_repo_spec(str(path_or_repo_id))
     from huggingface_hub import snapshot_download
@@ -114,13 +129,10 @@ def resolve_checkpoint(
         raise FileNotFoundError(
             f"could not resolve Hub checkpoint {path_or_repo_id!r}: {hint} ({_redact(exc, token)})"
         ) from None
-    folder = Path(folder)
-    if not (folder / CHECKPOINT_WEIGHTS).is_file():
-        newest = _newest_step_folder(folder)
-        if newest is None:
-            raise FileNotFoundError(f"Hub repo {repo_id} has no {CHECKPOINT_WEIGHTS}")
-        folder = newest
-    return folder
+    found = _find_weights(Path(folder))
+    if found is None:
+        raise FileNotFoundError(f"Hub repo {repo_id} has no {CHECKPOINT_WEIGHTS}, step_* checkpoint or reference weights")
+    return found
 
 
 # ------------------------------------------------------------------------------------------- push
