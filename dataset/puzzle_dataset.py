@@ -283,6 +283,10 @@ class PuzzleDataset(IterableDataset):
             used = int(filled[last])
         return picks, sizes, batch_ends
 
+    def batches_in_pass(self, pass_index: int) -> int:
+        """Global batches train pass ``pass_index`` yields: its plan is drawn, no data is read."""
+        return sum(len(self._plan_pass(s, pass_index, i)[2]) for i, s in enumerate(self._open()))
+
     def _train_batch(self, subset: _Subset, picks: np.ndarray, sizes: np.ndarray,
                      keys: tuple[int, int, int]) -> tuple[Batch, int]:
         gbs = self.config.global_batch_size

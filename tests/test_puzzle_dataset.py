@@ -317,3 +317,16 @@ def test_config_errors():
     with pytest.raises(ValueError, match="multiple"):
         PuzzleDataset(PuzzleDatasetConfig(seed=0, dataset_paths=["x"], global_batch_size=5,
                                           test_set_mode=False, epochs_per_iter=1, rank=0, num_replicas=2))
+
+
+def test_batches_in_pass_counts_what_a_pass_yields(tmp_path):
+    # Uneven puzzles (1 to 5 examples) make the reference's estimate (epochs x groups x mean examples /
+    # batch) overshoot: the pass drops its incomplete last batch. The exact count must match iteration.
+    write_tiny_dataset(tmp_path, num_tasks=5, augs_per_task=2, examples_per_puzzle=[1, 2, 3, 4, 5])
+    ds = make(tmp_path, gbs=4, epochs=3)
+    for pass_index in range(3):
+        ds.load_state_dict({"pass": pass_index, "batches_done": 0})
+        assert ds.batches_in_pass(pass_index) == sum(1 for _ in ds)
+    meta = ds.metadata
+    estimate = int(3 * meta.total_groups * meta.mean_puzzle_examples / 4)
+    assert ds.batches_in_pass(0) < estimate  # the overshoot the exact count removes

@@ -93,7 +93,10 @@ class Trainer:
             "train", num_workers=workers)
         meta = self.train_loader.dataset.metadata
         self.identifiers = self.train_loader.dataset.identifiers
-        self.total_steps = int(cfg.epochs * meta.total_groups * meta.mean_puzzle_examples / cfg.global_batch_size)
+        # Counted exactly from each pass's plan. The reference estimates epochs x groups x mean examples /
+        # batch, which overshoots by the incomplete batches the loader drops: its progress bar and cosine
+        # schedule never reach their end.
+        self.total_steps = sum(self.train_loader.dataset.batches_in_pass(p) for p in range(self.total_iters))
         self.step_budget = min(self.total_steps, cfg.max_steps) if cfg.max_steps is not None else self.total_steps
 
         # Model: same seed on every rank, then rank 0's weights broadcast to be sure.
