@@ -116,7 +116,7 @@ def main() -> None:
         for threads in sorted({1, torch.get_num_threads()}):
             torch.set_num_threads(threads)
             r = measure(cpu_config(data, f"{tmp}/cpu{threads}", 8), args.steps, warmup=1)
-            rows.append((f"TRM tiny (h64 H2 L3, fp32)", f"cpu x{threads} threads", 8, r))
+            rows.append(("TRM tiny (h64 H2 L3, fp32)", f"cpu x{threads} threads", 8, r))
         if args.full and torch.cuda.is_available():
             r = measure(full_config(data, f"{tmp}/full", args.full_batch), args.steps * 4, warmup=3)
             rows.append(("TRM ARC (h512 H3 L4, bf16, compile)", torch.cuda.get_device_name(), args.full_batch, r))

@@ -14,7 +14,6 @@ from models.config import ArchConfig
 from models.hrm import HRM
 from models.layers import swiglu_inner_size
 from models.losses import ACTLossHead
-from models.trm import TRMInnerCarry
 
 ARCH_DIR = Path(__file__).resolve().parents[1] / "config" / "arch"
 SEQ_LEN, VOCAB, NUM_IDS = 8, 12, 5
