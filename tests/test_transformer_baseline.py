@@ -11,6 +11,7 @@ from models.losses import ACTLossHead
 from models.transformer_baseline import TransformerBaseline
 
 from tests.test_hrm import NUM_IDS, SEQ_LEN, VOCAB, load_arch
+from tests.test_hrm import reference_names_and_shapes as hrm_reference_names_and_shapes
 
 
 def build(seed: int = 0, batch_size: int = 3, **overrides) -> TransformerBaseline:
@@ -36,15 +37,10 @@ def randomise(model, seed: int = 1) -> None:
 
 
 def reference_names_and_shapes(h, vocab, n_ids, ndim, layers, expansion):
-    """Persistent state of TinyRecursiveModels' Model_ACTV2 (transformers_baseline), by hand."""
-    inter = -(round(expansion * h * 2 / 3) // -256) * 256
-    shapes = {"inner.embed_tokens.embedding_weight": (vocab, h), "inner.lm_head.weight": (vocab, h),
-              "inner.q_head.weight": (2, h), "inner.q_head.bias": (2,), "inner.puzzle_emb.weights": (n_ids, ndim),
-              "inner.H_init": (h,)}
-    for i in range(layers):
-        p = f"inner.H_level.layers.{i}."
-        shapes.update({p + "self_attn.qkv_proj.weight": (3 * h, h), p + "self_attn.o_proj.weight": (h, h),
-                       p + "mlp.gate_up_proj.weight": (2 * inter, h), p + "mlp.down_proj.weight": (h, inter)})
+    """Persistent state of TinyRecursiveModels' Model_ACTV2 (transformers_baseline): HRM's layout with
+    the H stack alone (no L module, no L_init)."""
+    shapes = hrm_reference_names_and_shapes(h, vocab, n_ids, ndim, layers, 0, expansion)
+    del shapes["inner.L_init"]
     return shapes
 
 
