@@ -15,7 +15,7 @@ install-test:
 	$(PYTHON) -m pip install -q -e ".[test]"
 
 demo: install
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PYTHON) -m utils.demo
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PYTHON) demo.py
 
 test: install-test
 	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q

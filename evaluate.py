@@ -26,7 +26,7 @@ from dataset.puzzle_dataset import PuzzleDatasetConfig, create_dataloader
 from evaluators.registry import build_evaluator
 from training.config import EvaluatorConfig, PretrainConfig, to_pretrain_config
 from utils.distributed import dist_info, init_distributed, print0, select_device
-from utils.hub import resolve_checkpoint
+from training.hub import resolve_checkpoint
 from utils.io import atomic_write_json
 
 @dataclass

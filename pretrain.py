@@ -5,7 +5,7 @@ One process (CPU, one GPU or Apple MPS):
         arch.H_cycles=3 arch.L_cycles=4 +run_name=my_run ema=True
 Several GPUs on one machine (the reference command, unchanged):
     torchrun --nproc-per-node 4 --rdzv_backend=c10d --rdzv_endpoint=localhost:0 --nnodes=1 pretrain.py ...
-Tiny CPU run (minutes, on the demo dataset built by `python -m utils.demo`):
+Tiny CPU run (minutes, on the demo dataset built by `python demo.py`):
     python pretrain.py --config-name cfg_tiny_cpu
 
 Every key and its type: training/config.py. The loop: training/trainer.py. Re-running a command with

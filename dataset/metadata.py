@@ -1,4 +1,5 @@
-"""``dataset.json``: the per-split metadata file, field for field as the reference builders write it."""
+"""Per-dataset metadata files: ``dataset.json`` (field for field as the reference builders write it)
+and ``test_puzzles.json`` (the original test tasks, read by evaluators and reports)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from utils.io import atomic_write_json
 
@@ -40,3 +42,17 @@ class PuzzleDatasetMetadata:
 
     def save(self, split_dir: str | os.PathLike) -> None:
         atomic_write_json(Path(split_dir) / "dataset.json", dataclasses.asdict(self))
+
+
+def load_test_puzzles(data_paths: str | Sequence[str]) -> dict[str, dict]:
+    """Merge ``test_puzzles.json`` of one or more dataset folders (task order kept)."""
+    paths = [data_paths] if isinstance(data_paths, (str, os.PathLike)) else list(data_paths)
+    puzzles: dict[str, dict] = {}
+    for path in paths:
+        file = Path(path) / "test_puzzles.json"
+        with open(file) as f:
+            for task_id, task in json.load(f).items():
+                if task_id in puzzles and puzzles[task_id] != task:
+                    raise ValueError(f"{file}: task {task_id} differs from an earlier dataset's copy")
+                puzzles[task_id] = task
+    return puzzles

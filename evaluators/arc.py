@@ -19,8 +19,6 @@ clears), and every task gets submission entries even without a usable prediction
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,6 +28,7 @@ import torch
 import torch.distributed as dist
 
 from dataset.arc_grid import ID_SEPARATOR, NUM_COLOURS, parse_identifier, validate_grid
+from dataset.metadata import load_test_puzzles
 from evaluators.report import write_report
 from evaluators.submission import FALLBACK_GRID, write_submission
 from evaluators.voting import EMPTY, VoteTable, canonicalise_tokens, canvas_to_grid, grid_to_canvas, row_hashes
@@ -38,20 +37,6 @@ from utils.io import atomic_write_json
 
 DEFAULT_PASS_KS = (1, 2, 5, 10, 100, 1000)
 _UNPARSED, _UNKNOWN_TASK = -2, -1
-
-
-def load_test_puzzles(data_paths: str | Sequence[str]) -> dict[str, dict]:
-    """Merge ``test_puzzles.json`` of one or more dataset folders (task order kept)."""
-    paths = [data_paths] if isinstance(data_paths, (str, os.PathLike)) else list(data_paths)
-    puzzles: dict[str, dict] = {}
-    for path in paths:
-        file = Path(path) / "test_puzzles.json"
-        with open(file) as f:
-            for task_id, task in json.load(f).items():
-                if task_id in puzzles and puzzles[task_id] != task:
-                    raise ValueError(f"{file}: task {task_id} differs from an earlier dataset's copy")
-                puzzles[task_id] = task
-    return puzzles
 
 
 @dataclass
@@ -319,4 +304,4 @@ class ARCEvaluator:
                          title=self.report_title)
 
 
-__all__ = ["ARCEvaluator", "EvaluationResult", "DEFAULT_PASS_KS", "load_test_puzzles"]
+__all__ = ["ARCEvaluator", "EvaluationResult", "DEFAULT_PASS_KS"]

@@ -207,7 +207,7 @@ def main() -> None:
     parser.add_argument("out_dir", help="folder with answers.json (and metrics.json)")
     parser.add_argument("--data", nargs="+", required=True, help="dataset folder(s) with test_puzzles.json")
     args = parser.parse_args()
-    from evaluators.arc import load_test_puzzles
+    from dataset.metadata import load_test_puzzles
 
     out = Path(args.out_dir)
     metrics_file = out / "metrics.json"

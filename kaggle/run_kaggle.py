@@ -41,7 +41,7 @@ import yaml  # noqa: E402
 
 from training.config import PretrainConfig  # noqa: E402
 from training.trainer import Trainer  # noqa: E402
-from utils.hub import resolve_checkpoint  # noqa: E402
+from training.hub import resolve_checkpoint  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FALLBACK_GRID = [[0]]

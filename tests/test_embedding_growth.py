@@ -7,7 +7,8 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from utils.embedding_growth import align_state_dict, grow_checkpoint, grow_table, main
+from checkpoint_tools.embedding_growth import grow_checkpoint, main
+from training.puzzle_rows import align_state_dict, grow_table
 
 OLD = ["<blank>", "a", "b", "c"]
 

@@ -9,7 +9,7 @@ from safetensors.torch import load_file, save_file
 
 from models.compat import load_reference_state_dict
 from models.lora import apply_lora, lora_layers
-from utils.export import export_checkpoint, main, select_rows
+from checkpoint_tools.export import export_checkpoint, main, select_rows
 
 IDS = ["<blank>", "t1", "t1|||t1|||0213456789", "t1|||t5|||0987654321", "t2", "t2|||t3|||0123456798", "t3"]
 
@@ -97,7 +97,7 @@ def test_bf16_export_equals_a_bf16_rounded_model(trained, tmp_path):
 
 
 def test_keep_none_and_no_table(trained, tmp_path):
-    from utils.embedding_growth import grow_checkpoint
+    from checkpoint_tools.embedding_growth import grow_checkpoint
 
     head, ckpt = trained
     export_checkpoint(ckpt, tmp_path / "dense", keep=[])

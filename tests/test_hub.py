@@ -12,9 +12,9 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-import utils.hub as hub
-from utils import push_to_hf
-from utils.model_card import build_model_card, count_parameters
+import training.hub as hub
+from checkpoint_tools import push_to_hf
+from training.model_card import build_model_card, count_parameters
 
 TOKEN = "hf_SECRETtoken1234567890abcdef"
 

@@ -136,7 +136,7 @@ def test_lora_finetune_through_pretrain_then_load_the_lora_checkpoint(hub, tmp_p
 
 def test_hub_repo_id_pushes_every_checkpoint_and_a_failed_push_does_not_stop_training(hub, tmp_path, monkeypatch,
                                                                                       caplog):
-    import utils.hub
+    import training.hub
 
     pushed: list[dict] = []
 
@@ -148,7 +148,7 @@ def test_hub_repo_id_pushes_every_checkpoint_and_a_failed_push_does_not_stop_tra
             raise ConnectionError("hub unreachable")
         return f"https://huggingface.co/{repo_id}"
 
-    monkeypatch.setattr(utils.hub, "push_checkpoint", fake_push)
+    monkeypatch.setattr(training.hub, "push_checkpoint", fake_push)
     monkeypatch.setenv("HF_TOKEN", "hf_fakeFAKEfake1234567890")
     run = tmp_path / "run"
     with caplog.at_level(logging.WARNING):

@@ -281,7 +281,7 @@ def test_merge_lora_command_writes_a_dense_checkpoint(tmp_path):
     import yaml
     from safetensors.torch import load_file, save_file
 
-    from utils.merge_lora import main
+    from checkpoint_tools.merge_lora import main
 
     torch.manual_seed(0)
     model = TinyNet()

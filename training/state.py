@@ -19,8 +19,8 @@ from torch import nn
 from models.compat import load_reference_state_dict
 from models.lora import merge_lora_state_dict
 from training.checkpoint import load_weights
-from utils.embedding_growth import align_state_dict, read_table_stats
-from utils.hub import resolve_checkpoint
+from training.puzzle_rows import align_state_dict, read_table_stats
+from training.hub import resolve_checkpoint
 
 PUZZLE_TABLE_SUFFIX = "puzzle_emb.weights"
 

@@ -153,7 +153,7 @@ class Trainer:
 
         self.hub_pusher = None
         if cfg.hub_repo_id and self.info.is_main:
-            from utils.hub import HubPusher
+            from training.hub import HubPusher
 
             self.hub_pusher = HubPusher(cfg.hub_repo_id, private=cfg.hub_private, exclude=tuple(cfg.hub_exclude))
         self.logger: NullLogger = NullLogger()

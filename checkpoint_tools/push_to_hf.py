@@ -1,8 +1,8 @@
 """Push a checkpoint folder to a Hugging Face model repo (private unless --public), with a model card.
 
-    python -m utils.push_to_hf checkpoints/my_run/step_00050000 my-org/trm-arc1
-    python -m utils.push_to_hf checkpoints/my_run my-org/trm-arc1 --public   # newest step_* in the run
-    HF_TOKEN=... python -m utils.push_to_hf <folder> <org/repo> --exclude train_state.pt
+    python -m checkpoint_tools.push_to_hf checkpoints/my_run/step_00050000 my-org/trm-arc1
+    python -m checkpoint_tools.push_to_hf checkpoints/my_run my-org/trm-arc1 --public   # newest step_* in the run
+    HF_TOKEN=... python -m checkpoint_tools.push_to_hf <folder> <org/repo> --exclude train_state.pt
 
 The token comes from --token, HF_TOKEN, HUGGING_FACE_HUB_TOKEN or `huggingface-cli login`; it is never printed.
 """
@@ -13,7 +13,7 @@ import argparse
 import logging
 import sys
 
-from utils.hub import push_checkpoint, resolve_checkpoint
+from training.hub import push_checkpoint, resolve_checkpoint
 
 
 def main(argv: list[str] | None = None) -> int:

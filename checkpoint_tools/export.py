@@ -10,14 +10,15 @@ parameter model). For inference only the puzzles to be solved need rows, and bf1
   task id: all augmented copies of the task), or only the blank row with ``--keep none``;
 - identifiers.json filtered the same way (same order), so row i still belongs to identifier i;
 - config.yaml copied, no train_state.pt; puzzle_emb_stats.safetensors holds the mean and std of
-  the full trained table, so rows for new puzzles start from them (utils.embedding_growth).
+  the full trained table, so rows for new puzzles start from them (training.puzzle_rows).
 
-Load an export onto a dataset with ``utils.embedding_growth`` (rows matched by name).
+Load an export onto a dataset with ``python -m checkpoint_tools.embedding_growth`` (rows matched by name;
+training and evaluation do the same when they load it).
 
-    python -m utils.export checkpoints/run/step_00100000 exports/trm-arc1 --keep 00576224 --keep 009d5c81
-    python -m utils.export <checkpoint or org/repo> <out> --keep-file task_ids.txt
-    python -m utils.export <checkpoint> <out> --keep none      # dense weights only
-    python -m utils.export <checkpoint> <out> --max-copies 9   # every task, its first 9 copies
+    python -m checkpoint_tools.export checkpoints/run/step_00100000 exports/trm-arc1 --keep 00576224 --keep 009d5c81
+    python -m checkpoint_tools.export <checkpoint or org/repo> <out> --keep-file task_ids.txt
+    python -m checkpoint_tools.export <checkpoint> <out> --keep none      # dense weights only
+    python -m checkpoint_tools.export <checkpoint> <out> --max-copies 9   # every task, its first 9 copies
 """
 
 from __future__ import annotations
@@ -31,11 +32,10 @@ from pathlib import Path
 
 import torch
 
+from dataset.arc_grid import ID_SEPARATOR
 from models.lora import merge_lora_state_dict
-from utils.embedding_growth import STATS_FILE, find_table_key, table_stats
+from training.puzzle_rows import STATS_FILE, find_table_key, table_stats
 
-ID_SEPARATOR = "|||"  # as dataset.arc_grid; kept local so this tool needs no dataset code
-BLANK_IDENTIFIER = "<blank>"
 KEEP_FP32_PATTERNS = ("*rotary*", "*cos_cached", "*sin_cached", "*inv_freq")
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-ema", action="store_true", help="export model.safetensors even when EMA weights exist")
     args = parser.parse_args(argv)
 
-    from utils.hub import resolve_checkpoint
+    from training.hub import resolve_checkpoint
 
     summary = export_checkpoint(resolve_checkpoint(args.checkpoint), args.out, _read_keep(args), args.dtype,
                                 use_ema=not args.no_ema, max_copies=args.max_copies)

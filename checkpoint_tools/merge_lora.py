@@ -1,7 +1,7 @@
 """Merge LoRA adapters into dense weights, giving an ordinary checkpoint any tool can load.
 
-    python -m utils.merge_lora checkpoints/lora_run/step_00012500 checkpoints/merged
-    python -m utils.merge_lora <base checkpoint> <out> --adapters adapters.safetensors
+    python -m checkpoint_tools.merge_lora checkpoints/lora_run/step_00012500 checkpoints/merged
+    python -m checkpoint_tools.merge_lora <base checkpoint> <out> --adapters adapters.safetensors
 
 The first form merges the adapters stored inside a LoRA run's checkpoint (keys ``*.lora_A``,
 ``*.lora_B``, ``*.lora_scale``); the second applies a separately saved adapter file
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapters", default=None, help="separately saved adapter safetensors file")
     args = parser.parse_args(argv)
 
-    from utils.hub import resolve_checkpoint
+    from training.hub import resolve_checkpoint
 
     n = merge_checkpoint(resolve_checkpoint(args.checkpoint), args.out, args.adapters)
     print(f"merged {n} LoRA layers into {args.out}")

@@ -1,4 +1,4 @@
-"""Fit a checkpoint's puzzle-embedding table to another dataset's identifiers.json.
+"""Puzzle-embedding rows matched by identifier name, so a checkpoint's table fits another dataset.
 
 Row i of the table belongs to identifier i. A dataset built from other tasks (or rebuilt with
 other augmentations) numbers its identifiers differently, and the table no longer fits (the
@@ -10,18 +10,13 @@ in the checkpoint keep their trained row, new names get a fresh row by ``strateg
 - ``zeros``: zero rows (how a fresh table starts).
 
 Rows of names absent from the new dataset are dropped. The same mapping loads an inference-size
-export (utils/export.py) onto any dataset.
-
-    python -m utils.embedding_growth <checkpoint> <new dataset dir or identifiers.json> <out folder> \
-        [--strategy mean|normal|zeros] [--seed 0]
+export (checkpoint_tools/export.py) onto any dataset; training and evaluation apply it when they
+load weights, and ``python -m checkpoint_tools.embedding_growth`` writes a refitted checkpoint.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +24,7 @@ import torch
 
 STRATEGIES = ("mean", "normal", "zeros")
 TABLE_SUFFIX = "puzzle_emb.weights"
-# Written by utils/export.py: the mean and std of the full trained table, so a checkpoint exported
+# Written by checkpoint_tools/export.py: the mean and std of the full trained table, so a checkpoint exported
 # without (most of) its rows still initialises new rows from the trained distribution.
 STATS_FILE = "puzzle_emb_stats.safetensors"
 
@@ -138,53 +133,3 @@ def read_identifiers(path: str | Path) -> list[str]:
     if path.is_dir():
         path = path / "identifiers.json"
     return json.loads(path.read_text())
-
-
-def grow_checkpoint(checkpoint: str | Path, new_identifiers: list[str], out_folder: str | Path,
-                    strategy: str = "mean", seed: int = 0) -> GrowthReport | None:
-    """Write a checkpoint folder whose tables fit ``new_identifiers``.
-
-    Weights, EMA weights and config are carried over; train_state.pt is not (its optimizer and
-    loader state describe the old table and dataset), so training starts fresh from these weights.
-    """
-    from safetensors.torch import load_file, save_file
-
-    from utils.io import atomic_directory, atomic_write_json
-
-    checkpoint = Path(checkpoint)
-    old_identifiers = read_identifiers(checkpoint)
-    stats = read_table_stats(checkpoint)
-    report = None
-    with atomic_directory(out_folder) as tmp:
-        for weights_file in ("model.safetensors", "ema.safetensors"):
-            if not (checkpoint / weights_file).is_file():
-                continue
-            state, report = align_state_dict(load_file(str(checkpoint / weights_file)), old_identifiers,
-                                             new_identifiers, strategy, seed, stats)
-            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / weights_file))
-        for extra in ("config.yaml", "README.md", STATS_FILE):
-            if (checkpoint / extra).is_file():
-                shutil.copy2(checkpoint / extra, tmp / extra)
-        atomic_write_json(tmp / "identifiers.json", list(new_identifiers))
-    return report
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Fit a checkpoint's puzzle-embedding table to new identifiers")
-    parser.add_argument("checkpoint", help="checkpoint folder, run folder or Hub id")
-    parser.add_argument("identifiers", help="new dataset folder, or its identifiers.json")
-    parser.add_argument("out", help="output checkpoint folder")
-    parser.add_argument("--strategy", choices=STRATEGIES, default="mean")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-
-    from utils.hub import resolve_checkpoint
-
-    folder = resolve_checkpoint(args.checkpoint)
-    report = grow_checkpoint(folder, read_identifiers(args.identifiers), args.out, args.strategy, args.seed)
-    print(f"{args.out}: {report or 'model has no puzzle-embedding table; weights copied'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -139,8 +139,8 @@ def build_model_card(folder: str | Path, repo_id: str) -> str:
               "(downloaded once into the Hugging Face cache; `HF_HUB_OFFLINE=1` reads only the cache):", "",
               "```bash",
               f"torchrun --nproc-per-node <GPUS> pretrain.py --config-name cfg_pretrain_lora load_checkpoint={repo_id}",
-              f"python -m utils.export {repo_id} exports/small --keep none   # 16-bit weights, no puzzle table",
+              f"python -m checkpoint_tools.export {repo_id} exports/small --keep none   # 16-bit weights, no puzzle table",
               "```", "",
               "The puzzle-embedding table has one row per identifier in identifiers.json; a dataset built "
-              "from other tasks gets its rows matched by name (`python -m utils.embedding_growth`).", ""]
+              "from other tasks gets its rows matched by name (`python -m checkpoint_tools.embedding_growth`).", ""]
     return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Tools that work on finished checkpoints: push to the Hub, export, merge LoRA, refit puzzle rows."""
