@@ -1,6 +1,5 @@
 """Report: the HTML names every task with the right marks; PNGs decode to the ARC palette."""
 
-import html
 import json
 import re
 import struct
