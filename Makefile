@@ -5,13 +5,14 @@ TORCH_VERSION ?= 2.13.0
 
 .PHONY: install install-test demo test
 
-# Keep an existing torch (GPU pods ship their own CUDA build); otherwise take the pinned CPU wheel.
+# Keep an existing torch (GPU pods ship their own CUDA build); otherwise the pinned version, the CPU
+# build when there is no NVIDIA GPU (scripts/install_torch.sh says which it installs and why).
 install:
-	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "torch==$(TORCH_VERSION)"
+	@bash scripts/install_torch.sh "$(PYTHON)" "$(TORCH_VERSION)"
 	$(PYTHON) -m pip install -q -e .
 
 install-test:
-	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "torch==$(TORCH_VERSION)"
+	@bash scripts/install_torch.sh "$(PYTHON)" "$(TORCH_VERSION)"
 	$(PYTHON) -m pip install -q -e ".[test]"
 
 demo: install

@@ -11,6 +11,8 @@
 #
 # Environment (all optional):
 #   REPO_URL       https URL of the repository        REPO_BRANCH  branch to check out (main)
+#                  (credentials in it, https://user:token@host/..., are masked in the log and passed
+#                  to git via GIT_ASKPASS: the clone's .git/config keeps the URL without them)
 #   WORKSPACE      parent folder (/workspace)          REPO_DIR     checkout folder ($WORKSPACE/<repo name>)
 #   GITHUB_TOKEN   token for a private repository (GITHUB_PAT also read); passed via GIT_ASKPASS,
 #                  never written to .git/config or printed
@@ -27,7 +29,7 @@ DRY_RUN=0
 for arg in "$@"; do
   case "$arg" in
     --dry-run) DRY_RUN=1 ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -39,6 +41,23 @@ if [ -z "$REPO_URL" ]; then
   echo "REPO_URL is not set: give the https URL of this repository (e.g. https://github.com/<org>/<repo>.git)" >&2
   exit 2
 fi
+# split_url URL: sets URL_CLEAN (no user-info), URL_SHOWN (user-info as ***) and URL_USER/URL_PASS.
+# Only http(s) URLs carry secrets this way; ssh's "git@host:org/repo" is left as it is.
+split_url() {
+  local url="$1" rest authority userinfo
+  URL_CLEAN="$url"; URL_SHOWN="$url"; URL_USER=""; URL_PASS=""
+  case "$url" in http://*|https://*) ;; *) return 0 ;; esac
+  rest="${url#*://}"
+  authority="${rest%%/*}"
+  case "$authority" in *@*) ;; *) return 0 ;; esac
+  userinfo="${authority%@*}"
+  URL_CLEAN="${url%%://*}://${authority##*@}${rest:${#authority}}"
+  URL_SHOWN="${url%%://*}://***@${authority##*@}${rest:${#authority}}"
+  URL_USER="${userinfo%%:*}"
+  if [ "$userinfo" != "$URL_USER" ]; then URL_PASS="${userinfo#*:}"; fi
+}
+split_url "$REPO_URL"
+REPO_URL="$URL_CLEAN"  # from here on the URL holds no secret; the credentials stay in URL_USER/URL_PASS
 REPO_BRANCH="${REPO_BRANCH:-main}"
 WORKSPACE="${WORKSPACE:-/workspace}"
 REPO_NAME="$(basename "${REPO_URL%.git}")"
@@ -103,22 +122,34 @@ else
 fi
 
 # 2. Repository ----------------------------------------------------------------------------------
-step "2/7 repository $REPO_URL ($REPO_BRANCH) -> $REPO_DIR"
+step "2/7 repository $URL_SHOWN ($REPO_BRANCH) -> $REPO_DIR"
 askpass=""
-if [ -n "$GIT_TOKEN" ]; then
-  # The token reaches git through an askpass helper reading the environment: it never appears
-  # in the command line, the remote URL or this log.
+git_user="" git_secret=""
+if [ -n "$URL_USER$URL_PASS" ]; then
+  git_user="$URL_USER" git_secret="$URL_PASS"
+  info "private access: credentials from REPO_URL via GIT_ASKPASS (not stored in .git/config)"
+elif [ -n "$GIT_TOKEN" ]; then
+  git_user="x-access-token" git_secret="$GIT_TOKEN"
   info "private access: token from GITHUB_TOKEN/GITHUB_PAT via GIT_ASKPASS"
-  if [ "$DRY_RUN" = 0 ]; then
-    askpass="$(mktemp)"
-    # shellcheck disable=SC2016  # $1 and $GIT_ASKPASS_TOKEN are for the helper to expand, not us
-    printf '#!/bin/sh\ncase "$1" in Username*) echo x-access-token ;; *) echo "$GIT_ASKPASS_TOKEN" ;; esac\n' >"$askpass"
-    chmod 700 "$askpass"
-    trap 'rm -f "$askpass"' EXIT
-    export GIT_ASKPASS="$askpass" GIT_ASKPASS_TOKEN="$GIT_TOKEN" GIT_TERMINAL_PROMPT=0
-  fi
+fi
+if [ -n "$git_user$git_secret" ] && [ "$DRY_RUN" = 0 ]; then
+  # The secret reaches git through an askpass helper reading the environment: it never appears
+  # in a command line, the remote URL or this log.
+  askpass="$(mktemp)"
+  # shellcheck disable=SC2016  # $1 and $GIT_ASKPASS_* are for the helper to expand, not us
+  printf '#!/bin/sh\ncase "$1" in Username*) echo "$GIT_ASKPASS_USER" ;; *) echo "$GIT_ASKPASS_TOKEN" ;; esac\n' >"$askpass"
+  chmod 700 "$askpass"
+  trap 'rm -f "$askpass"' EXIT
+  export GIT_ASKPASS="$askpass" GIT_ASKPASS_USER="$git_user" GIT_ASKPASS_TOKEN="$git_secret" GIT_TERMINAL_PROMPT=0
 fi
 if [ -d "$REPO_DIR/.git" ]; then
+  # A checkout made with credentials in its URL (by hand, or by an older version of this script)
+  # keeps them in .git/config: store the URL without them.
+  split_url "$(git -C "$REPO_DIR" remote get-url origin 2>/dev/null || true)"
+  if [ "$URL_CLEAN" != "$URL_SHOWN" ]; then
+    info "origin URL holds credentials ($URL_SHOWN): removing them from .git/config"
+    run git -C "$REPO_DIR" remote set-url origin "$URL_CLEAN"
+  fi
   run git -C "$REPO_DIR" fetch --quiet origin "$REPO_BRANCH"
   # Fast-forward only: local edits on the pod are never overwritten.
   try git -C "$REPO_DIR" merge --ff-only --quiet "origin/$REPO_BRANCH" || true
@@ -126,6 +157,9 @@ else
   run mkdir -p "$(dirname "$REPO_DIR")"
   run git clone --quiet --branch "$REPO_BRANCH" "$REPO_URL" "$REPO_DIR"
 fi
+# Later steps (pip, the start script) do not need the git credentials.
+unset GIT_ASKPASS GIT_ASKPASS_USER GIT_ASKPASS_TOKEN git_secret URL_USER URL_PASS
+if [ -n "$askpass" ]; then rm -f "$askpass"; fi
 
 # 3. Virtual environment -------------------------------------------------------------------------
 step "3/7 virtual environment $VENV_DIR"
@@ -195,7 +229,7 @@ fi
 if [ -n "${HF_TOKEN:-}" ]; then
   info "HF_TOKEN set: Hub pushes and private downloads use it"
 else
-  info "HF_TOKEN not set: Hub pushes need --token or huggingface-cli login"
+  info "HF_TOKEN not set: Hub pushes need --token or \`hf auth login\`"
 fi
 
 echo

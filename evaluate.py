@@ -27,6 +27,7 @@ from evaluators.registry import build_evaluator
 from training.config import EvaluatorConfig, PretrainConfig, to_pretrain_config
 from utils.distributed import dist_info, init_distributed, print0, select_device
 from training.hub import resolve_checkpoint
+from utils.errors import exit_on_user_error
 from utils.io import atomic_write_json
 
 @dataclass
@@ -187,7 +188,8 @@ def main(cfg: Any) -> None:
     ecfg = OmegaConf.to_object(cfg)
     assert isinstance(ecfg, EvaluateConfig)
     try:
-        run_evaluation(ecfg)
+        with exit_on_user_error():
+            run_evaluation(ecfg)
     finally:
         from utils.distributed import destroy_distributed
 

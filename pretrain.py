@@ -35,7 +35,10 @@ def train(cfg: DictConfig) -> dict:
 
 @hydra.main(config_path="config", config_name="cfg_pretrain", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    train(cfg)
+    from utils.errors import exit_on_user_error
+
+    with exit_on_user_error():
+        train(cfg)
 
 
 if __name__ == "__main__":

@@ -162,4 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from utils.errors import exit_on_user_error
+
+    with exit_on_user_error():  # a checkpoint that does not resolve: one line, exit 2
+        sys.exit(main())

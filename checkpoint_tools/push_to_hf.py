@@ -4,7 +4,8 @@
     python -m checkpoint_tools.push_to_hf checkpoints/my_run my-org/trm-arc1 --public   # newest step_* in the run
     HF_TOKEN=... python -m checkpoint_tools.push_to_hf <folder> <org/repo> --exclude train_state.pt
 
-The token comes from --token, HF_TOKEN, HUGGING_FACE_HUB_TOKEN or `huggingface-cli login`; it is never printed.
+The token comes from --token, HF_TOKEN, HUGGING_FACE_HUB_TOKEN or the cached `hf auth login`; it is never
+printed, whatever its prefix.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import argparse
 import logging
 import sys
 
-from training.hub import push_checkpoint, resolve_checkpoint
+from training.hub import push_checkpoint, redact, resolve_checkpoint
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,15 +31,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from pathlib import Path
 
-    if not Path(args.checkpoint).exists():
-        print(f"error: {args.checkpoint} does not exist", file=sys.stderr)
+    if not Path(args.checkpoint).expanduser().exists():
+        print(f"error: no such folder: {args.checkpoint}", file=sys.stderr)
         return 2
     try:
         folder = resolve_checkpoint(args.checkpoint)
         url = push_checkpoint(folder, args.repo_id, token=args.token, private=not args.public,
                               retries=args.retries, exclude=tuple(args.exclude), commit_message=args.message)
     except (FileNotFoundError, RuntimeError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(exc, args.token)}", file=sys.stderr)
         return 1
     print(f"pushed {folder} -> {url}")
     return 0

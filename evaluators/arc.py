@@ -75,6 +75,7 @@ class ARCEvaluator:
         self.keep_top = max(keep_top, submission_K)
         self.flush_rows = flush_rows
         self.report, self.report_title = report, report_title
+        self.data_paths = [str(data_path)] if isinstance(data_path, (str, Path)) else [str(p) for p in data_path]
         self.task_ids = list(self.test_puzzles)
         self._build_test_tables()
         # Identifier -> (task index, dihedral id, inverse colour map), parsed on first sight.
@@ -300,8 +301,10 @@ class ARCEvaluator:
         answers = self.answers_json()
         atomic_write_json(Path(save_path) / "answers.json", answers)
         if self.report:
+            # The title names what was evaluated (the caller's words, else the output folder) and on what.
+            what = self.report_title if self.report_title != "ARC evaluation" else f"ARC evaluation of {save_path}"
             write_report(Path(save_path) / "report.html", self.test_puzzles, answers, self.last_result.metrics,
-                         title=self.report_title)
+                         title=f"{what} on {', '.join(self.data_paths)}")
 
 
 __all__ = ["ARCEvaluator", "EvaluationResult", "DEFAULT_PASS_KS"]

@@ -2,8 +2,10 @@
 
 The page (inline CSS and JS, no network) shows a summary table sortable by any column, then per
 task the demonstration pairs, each test input, its expected output and the top-2 voted answers
-with their votes, marked right or wrong. Grids are sent as JSON in ``data-g`` attributes and
-drawn into canvases by a few lines of JS, which keeps the page small for 400 tasks.
+with their votes, marked right or wrong. Grids are inline SVG, present in the page as it loads (a
+headless screenshot or print-to-PDF shows every one, no script needed): a background rectangle in
+the grid's most common colour, one ``<path>`` per other colour made of horizontal runs of cells,
+and the cell lines from a shared pattern, which keeps the page small for 400 tasks.
 
 PNGs are written with a dozen lines of zlib (no matplotlib or Pillow needed):
 
@@ -108,18 +110,13 @@ table.summary th:after{content:" \\2195";color:#999}
 .task{border-top:2px solid #888;margin-top:1.5em;padding-top:.5em}
 .row{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start;margin:.4em 0}
 figure{margin:0;text-align:center;font-size:12px}
-canvas{image-rendering:pixelated;display:block;margin:auto}
+svg.g{display:block;margin:auto;shape-rendering:crispEdges}
 .mark{font-weight:bold;font-size:1.2em}.ok{color:#2a2}.bad{color:#c22}.unknown{color:#888}
 .metrics td{padding:1px 10px}
 """
 
+# Only sorting needs script; the grids are drawn without it.
 _JS = """
-const PAL=%s;
-function draw(c){const g=JSON.parse(c.dataset.g),h=g.length,w=h?g[0].length:0,s=Math.max(4,Math.min(16,Math.floor(160/Math.max(h,w,1))));
-c.width=w*s+1;c.height=h*s+1;const x=c.getContext('2d');x.fillStyle='#555';x.fillRect(0,0,c.width,c.height);
-for(let i=0;i<h;i++)for(let j=0;j<w;j++){x.fillStyle=PAL[g[i][j]];x.fillRect(j*s+1,i*s+1,s-1,s-1);}}
-const io=('IntersectionObserver' in window)?new IntersectionObserver(es=>es.forEach(e=>{if(e.isIntersecting){draw(e.target);io.unobserve(e.target);}})):null;
-document.querySelectorAll('canvas[data-g]').forEach(c=>io?io.observe(c):draw(c));
 document.querySelectorAll('table.summary th').forEach((th,col)=>th.addEventListener('click',()=>{
 const tb=th.closest('table').tBodies[0],rows=[...tb.rows],asc=th.dataset.asc!=='1';th.dataset.asc=asc?'1':'0';
 const key=r=>{const v=r.cells[col].dataset.v??r.cells[col].textContent;const n=parseFloat(v);return isNaN(n)?v:n;};
@@ -127,9 +124,86 @@ rows.sort((a,b)=>{const p=key(a),q=key(b);return (p<q?-1:p>q?1:0)*(asc?1:-1);});
 """
 
 
-def _canvas(grid: Any, caption: str) -> str:
-    data = html.escape(json.dumps(np.asarray(grid).astype(int).tolist(), separators=(",", ":")))
-    return f'<figure><canvas data-g="{data}"></canvas><figcaption>{caption}</figcaption></figure>'
+_LINE = "#555"
+
+
+def cell_pixels(h: int, w: int) -> int:
+    """On-screen pixels per cell: grids up to 10 cells across get 16, a 30x30 grid gets 5."""
+    return max(4, min(16, 160 // max(h, w, 1)))
+
+
+def _line_pattern(px: int) -> str:
+    # The cell lines as a one-cell tile, in cell units: its left and top edges, 2/px wide because
+    # the tile clips half of each; one pattern per pixel size so every grid shows ~1 px lines.
+    return (f'<pattern id="l{px}" width="1" height="1" patternUnits="userSpaceOnUse">'
+            f'<path d="M0 0H1M0 0V1" fill="none" stroke="{_LINE}" stroke-width="{2 / px:.3g}"/></pattern>')
+
+
+def _rectangles(g: np.ndarray, background: int) -> list[tuple[int, int, int, int, int]]:
+    """(colour, x, y, width, height) covering every non-background cell: horizontal runs of one colour,
+    a run stacked on an identical run of the row above extending that rectangle down."""
+    done, open_ = [], {}
+    for y, row in enumerate(g):
+        starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+        still_open = {}
+        for x0, x1 in zip(starts.tolist(), np.r_[starts[1:], len(row)].tolist()):
+            colour = int(row[x0])
+            if colour == background:
+                continue
+            key = (colour, x0, x1)
+            rect = open_.pop(key, None)
+            if rect is None:
+                rect = [colour, x0, y, x1 - x0, 0]
+            rect[4] += 1
+            still_open[key] = rect
+        done += open_.values()
+        open_ = still_open
+    return [tuple(r) for r in done + list(open_.values())]
+
+
+def grid_svg(grid: Any) -> tuple[str, int]:
+    """Inline SVG of a grid in cell units, and its pixels per cell (for the line pattern)."""
+    g = np.asarray(grid, dtype=np.int64).reshape(len(grid), -1) if len(grid) else np.zeros((0, 0), np.int64)
+    h, w = g.shape
+    px = cell_pixels(h, w)
+    if g.size == 0:  # an empty answer: a white cell with a dashed border
+        return (f'<svg class="g" width="{px}" height="{px}" viewBox="0 0 1 1"><rect width="1" height="1" fill="#fff" '
+                f'stroke="{_LINE}" stroke-width=".2" stroke-dasharray=".2"/></svg>'), px
+    background = int(np.bincount(g.ravel(), minlength=len(ARC_PALETTE)).argmax())
+    by_colour: dict[int, list[str]] = {}
+    for colour, x, y, width, height in _rectangles(g, background):
+        by_colour.setdefault(colour, []).append(f"M{x} {y}h{width}v{height}h-{width}z")
+    paths = "".join(f'<path class="c{c}" d="{"".join(d)}"/>' for c, d in sorted(by_colour.items()))
+    # The outer border is centred on the edge and half clipped, hence 2/px for ~1 px, like the lines.
+    return (f'<svg class="g" width="{w * px}" height="{h * px}" viewBox="0 0 {w} {h}">'
+            f'<rect class="c{background}" width="{w}" height="{h}"/>{paths}'
+            f'<rect class="l{px}" width="{w}" height="{h}"/></svg>'), px
+
+
+class _Figures:
+    """Collects the line patterns the page's grids use, so each is defined once."""
+
+    def __init__(self) -> None:
+        self.sizes: set[int] = set()
+
+    def __call__(self, grid: Any, caption: str) -> str:
+        svg, px = grid_svg(grid)
+        self.sizes.add(px)
+        return f"<figure>{svg}<figcaption>{caption}</figcaption></figure>"
+
+    def defs(self) -> str:
+        patterns = "".join(_line_pattern(px) for px in sorted(self.sizes))
+        return f'<svg width="0" height="0" style="position:absolute" aria-hidden="true"><defs>{patterns}</defs></svg>'
+
+    def css(self) -> str:
+        colours = "".join(f".c{i}{{fill:{c}}}" for i, c in enumerate(ARC_PALETTE))
+        lines = "".join(f".l{px}{{fill:url(#l{px});stroke:{_LINE};stroke-width:{2 / px:.3g}}}" for px in sorted(self.sizes))
+        return colours + lines
+
+
+def _count(n: float, unit: str) -> str:
+    n = int(round(n))
+    return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
 
 
 def _mark(rank: int | None, known: bool, k: int = 2) -> str:
@@ -148,13 +222,14 @@ def render_report(
 ) -> str:
     """HTML page for ``answers`` in the evaluator's answers.json layout (see ARCEvaluator.save)."""
     summary, sections = [], []
+    figure = _Figures()
     for task_id, task in test_puzzles.items():
         per_input = answers.get(task_id, [])
         known = [("output" in p) for p in task["test"]]
         ranks = [per_input[j]["correct_rank"] if j < len(per_input) else None for j in range(len(task["test"]))]
         right = [r is not None and r < 2 for r in ranks]
         score = sum(right) / len(right) if all(known) else None
-        top_votes = sum(e["answers"][0]["votes"] for e in per_input if e["answers"])
+        top_votes = int(round(sum(e["answers"][0]["votes"] for e in per_input if e["answers"])))
         anchor = html.escape(task_id)
         marks = "".join(_mark(r, kn) for r, kn in zip(ranks, known))
         score_txt = "?" if score is None else f"{score:.2f}"
@@ -164,17 +239,17 @@ def render_report(
         )
         parts = [f'<div class="task" id="task-{anchor}"><h3>{anchor} {marks}</h3>', "<h4>Demonstrations</h4>"]
         for i, pair in enumerate(task.get("train", [])):
-            parts.append(f'<div class="row">{_canvas(pair["input"], f"input {i + 1}")}{_canvas(pair["output"], f"output {i + 1}")}</div>')
+            parts.append(f'<div class="row">{figure(pair["input"], f"input {i + 1}")}{figure(pair["output"], f"output {i + 1}")}</div>')
         for j, pair in enumerate(task["test"]):
             parts.append(f"<h4>Test input {j + 1} {_mark(ranks[j], known[j])}</h4><div class='row'>")
-            parts.append(_canvas(pair["input"], "test input"))
+            parts.append(figure(pair["input"], "test input"))
             if known[j]:
-                parts.append(_canvas(pair["output"], "expected"))
+                parts.append(figure(pair["output"], "expected"))
             ranked = per_input[j]["answers"] if j < len(per_input) else []
             for r, ans in enumerate(ranked[:2]):
                 ok = known[j] and ranks[j] == r
                 tag = " &#10003;" if ok else ""
-                parts.append(_canvas(ans["grid"], f"attempt {r + 1}: {ans['votes']} votes, conf {ans['confidence']:.2f}{tag}"))
+                parts.append(figure(ans["grid"], f"attempt {r + 1}: {_count(ans['votes'], 'vote')}, conf {ans['confidence']:.2f}{tag}"))
             if not ranked:
                 parts.append("<figure><em>no usable prediction</em></figure>")
             parts.append("</div>")
@@ -184,8 +259,10 @@ def render_report(
         f"<tr><td>{html.escape(str(k))}</td><td>{v:.4f}</td></tr>" if isinstance(v, float) else f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
         for k, v in (metrics or {}).items()
     )
-    head = f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+    head = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}{figure.css()}</style></head><body>")
     body = [
+        figure.defs(),
         f"<h1>{html.escape(title)}</h1>",
         f"<table class='metrics'>{metric_rows}</table>",
         "<h2>Tasks</h2><table class='summary'><thead><tr><th>task</th><th>test inputs</th><th>pass@2 score</th>"
@@ -193,7 +270,7 @@ def render_report(
         "".join(summary),
         "</tbody></table>",
         "".join(sections),
-        f"<script>{_JS % json.dumps(list(ARC_PALETTE))}</script></body></html>",
+        f"<script>{_JS}</script></body></html>",
     ]
     return head + "".join(body)
 
@@ -212,7 +289,10 @@ def main() -> None:
     out = Path(args.out_dir)
     metrics_file = out / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
-    write_report(out / "report.html", load_test_puzzles(args.data), json.loads((out / "answers.json").read_text()), metrics)
+    checkpoint = (metrics or {}).get("checkpoint", str(out))  # evaluate.py records what it evaluated
+    title = f"ARC evaluation of {checkpoint} on {', '.join(args.data)}"
+    write_report(out / "report.html", load_test_puzzles(args.data), json.loads((out / "answers.json").read_text()),
+                 metrics, title)
     print(out / "report.html")
 
 

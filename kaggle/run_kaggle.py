@@ -42,6 +42,7 @@ import yaml  # noqa: E402
 from training.config import PretrainConfig  # noqa: E402
 from training.trainer import Trainer  # noqa: E402
 from training.hub import resolve_checkpoint  # noqa: E402
+from utils.errors import UserError  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FALLBACK_GRID = [[0]]
@@ -179,18 +180,23 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict:
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(description="Offline ARC Prize submission (fine-tune, vote, submit)")
+    parser = argparse.ArgumentParser(
+        prog="python -m kaggle.run_kaggle", description="Offline ARC Prize submission (fine-tune, vote, submit)",
+        usage="%(prog)s --challenges FILE --checkpoint CKPT [options] [key=value ...]",
+        epilog="Anything after the options is a Hydra override of the training config (key=value, as for "
+               "pretrain.py), e.g. global_batch_size=32 epochs=200 arch.lora_rank=0 (full fine-tuning); "
+               "--config-name picks the config they apply to. See kaggle/README.md.")
     parser.add_argument("--challenges", required=True, help="arc-agi_test_challenges.json")
     parser.add_argument("--checkpoint", required=True, help="checkpoint folder, or org/repo in the offline HF cache")
-    parser.add_argument("--output", default="submission.json")
-    parser.add_argument("--work-dir", default="kaggle_work")
-    parser.add_argument("--time-budget-min", type=float, default=600.0, help="whole run, minutes")
-    parser.add_argument("--margin-min", type=float, default=2.0, help="safety margin kept free, minutes")
-    parser.add_argument("--num-aug", type=int, default=100, help="augmented copies per task in the dataset")
-    parser.add_argument("--config-name", default="cfg_kaggle_lora")
+    parser.add_argument("--output", default="submission.json", help="submission file to write (default %(default)s)")
+    parser.add_argument("--work-dir", default="kaggle_work", help="dataset, run and logs (default %(default)s)")
+    parser.add_argument("--time-budget-min", type=float, default=600.0, help="whole run, minutes (default %(default)s)")
+    parser.add_argument("--margin-min", type=float, default=2.0, help="safety margin kept free, minutes (default %(default)s)")
+    parser.add_argument("--num-aug", type=int, default=100, help="augmented copies per task in the dataset (default %(default)s)")
+    parser.add_argument("--config-name", default="cfg_kaggle_lora", help="training config in config/ (default %(default)s)")
     parser.add_argument("--no-ema", action="store_true", help="start from model.safetensors even if EMA weights exist")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=None, help="dataset builder processes")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the dataset build and the training (default 0)")
+    parser.add_argument("--workers", type=int, default=None, help="dataset builder processes (default: all cores)")
     return parser.parse_known_args(argv)
 
 
@@ -202,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         run(args, overrides)
+    except UserError as exc:  # a checkpoint that does not resolve, ...: one line, no traceback
+        print(f"error: {exc}; {args.output} holds the fallback submission", file=sys.stderr)
+        return 2
     except Exception:  # noqa: BLE001 - the fallback submission stays in place
         traceback.print_exc()
         print(f"error: the run failed; {args.output} holds the best submission written so far", file=sys.stderr)

@@ -6,7 +6,7 @@ Examples (CPU-sized run on SEAL's 12 training tasks with a small model, then the
     python -m seal stage=loop model=llama_3_2_1b stage.rounds=2 run_dir=runs/seal_loop
     python -m seal stage=evaluate stage.target=ttt
 
-Hydra composes ``config/seal/cfg_seal.yaml`` over the typed schema in ``seal/config.py``.
+Hydra composes ``seal/configs/cfg_seal.yaml`` over the typed schema in ``seal/config.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from seal.config import SealConfig
 from seal.stages import run_stage
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config", "seal")
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")  # apart from config/: pretrain.py --help lists only its own groups
 ConfigStore.instance().store(name="seal_schema", node=SealConfig)
 
 

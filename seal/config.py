@@ -1,6 +1,6 @@
 """Typed configuration of the SEAL pipeline.
 
-The YAML files under ``config/seal/`` hold values; these dataclasses hold the types and the
+The YAML files under ``seal/configs/`` hold values; these dataclasses hold the types and the
 defaults (registered as the Hydra schema in ``seal/__main__.py``, so a typo fails at start-up).
 Code below the entry point receives a ``SealConfig``, never a DictConfig.
 """

@@ -242,7 +242,7 @@ def test_resolve_local_paths(tmp_path):
     make_checkpoint(run / "step_00000200")
     assert hub.resolve_checkpoint(run / "step_00000100") == run / "step_00000100"
     assert hub.resolve_checkpoint(run) == run / "step_00000200"
-    with pytest.raises(ValueError, match="Hub id"):
+    with pytest.raises(hub.CheckpointNotFoundError, match="no such folder"):
         hub.resolve_checkpoint(str(tmp_path / "no" / "such" / "folder"))
 
 

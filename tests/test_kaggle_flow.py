@@ -132,7 +132,7 @@ def test_failure_leaves_the_fallback_submission(tmp_path, capsys):
     out = tmp_path / "submission.json"
     rc = main(["--challenges", str(tmp_path / "arc-agi_test_challenges.json"), "--checkpoint", "org/not-cached",
                "--output", str(out), "--work-dir", str(tmp_path / "work"), "--num-aug", "0", "--workers", "1"])
-    assert rc == 1 and "HF_HUB_OFFLINE" in capsys.readouterr().err
+    assert rc == 2 and "HF_HUB_OFFLINE" in capsys.readouterr().err  # a user error: one line, exit 2
     submission = check_submission(out, challenges)
     assert submission["bbbb2222"][1] == {"attempt_1": [[0]], "attempt_2": [[0]]}
 

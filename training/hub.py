@@ -9,7 +9,8 @@ to a local checkpoint folder.
   on a background thread for the trainer: files are hard-linked into a staging folder first so the
   trainer may delete old checkpoints meanwhile, and a failed upload only logs a warning.
 - The token comes from the ``token`` argument, then ``HF_TOKEN``, then ``HUGGING_FACE_HUB_TOKEN``,
-  then the cached ``huggingface-cli login``. It is never printed: messages pass through ``_redact``.
+  then the cached ``hf auth login``. It is never printed: every message passes through ``redact``,
+  which hides each of those tokens whatever its prefix.
 """
 
 from __future__ import annotations
@@ -24,11 +25,22 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from utils.errors import UserError
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_WEIGHTS = "model.safetensors"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 _TRUE = {"1", "true", "yes", "on"}
+LOGIN_HINT = "set HF_TOKEN or run `hf auth login`"
+# Suffixes of files, not Hub repos: a value ending in one is a path the user meant.
+_FILE_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".yaml", ".yml", ".json"}
+# Folders this project writes into: `checkpoints/run` is a run folder, never an org on the Hub.
+_LOCAL_ROOTS = {"checkpoints", "outputs", "data", "runs"}
+
+
+class CheckpointNotFoundError(UserError, FileNotFoundError):
+    """A checkpoint path or Hub id that does not resolve (one-line message, exit status 2)."""
 
 
 # ----------------------------------------------------------------------------------------- tokens
@@ -45,10 +57,25 @@ def resolve_token(token: str | None = None) -> str | None:
         return None
 
 
-def _redact(text: str, token: str | None) -> str:
+def _known_tokens(token: str | None) -> list[str]:
+    """Every token this process could be using: explicit, both variables and the cached login."""
+    found = [token, os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN")]
+    try:
+        from huggingface_hub import get_token
+
+        found.append(get_token())
+    except Exception:  # noqa: BLE001 - no cached login, nothing to hide
+        pass
+    # Longest first, so a token containing another is hidden whole. Very short values are skipped:
+    # replacing them everywhere would garble the message without hiding a real secret.
+    return sorted({t.strip() for t in found if t and len(t.strip()) >= 4}, key=len, reverse=True)
+
+
+def redact(text: object, token: str | None = None) -> str:
+    """``text`` with the token in use (any prefix, any source) and anything shaped like a Hub token hidden."""
     text = str(text)
-    if token:
-        text = text.replace(token, "***")
+    for secret in _known_tokens(token):
+        text = text.replace(secret, "***")
     return re.sub(r"hf_[A-Za-z0-9]{8,}", "hf_***", text)
 
 
@@ -64,6 +91,51 @@ def parse_repo_spec(spec: str) -> tuple[str, str | None]:
     if not _REPO_ID.match(repo_id):
         raise ValueError(f"{spec!r} is neither an existing local folder nor a Hub id 'org/repo[@revision]'")
     return repo_id, revision or None
+
+
+def looks_like_path(spec: str) -> bool:
+    """True when ``spec`` can only be meant as a local path, not an ``org/name[@revision]`` Hub id."""
+    spec = str(spec)
+    if spec.startswith(("/", "./", "../", "~", ".\\")) or spec in (".", "..") or "\\" in spec:
+        return True
+    repo_id = spec.partition("@")[0]
+    if not _REPO_ID.match(repo_id):  # no slash, more than one slash, characters a repo id cannot hold
+        return True
+    first = repo_id.split("/")[0]
+    return first in _LOCAL_ROOTS or Path(first).exists() or Path(repo_id).suffix.lower() in _FILE_SUFFIXES
+
+
+def _no_such_folder(spec: str) -> CheckpointNotFoundError:
+    path = Path(spec).expanduser()
+    parent = next((p for p in path.parents if p.is_dir()), None)
+    message = f"no such folder: {spec}"
+    if parent is not None and parent not in (Path("."), Path(path.anchor)):
+        inside = sorted(p.name for p in parent.iterdir() if p.is_dir() and not p.name.startswith("."))
+        listed = ", ".join(inside[:8]) + (", ..." if len(inside) > 8 else "")
+        message += f" ({parent} holds: {listed or 'no folders'})"
+    return CheckpointNotFoundError(message)
+
+
+def _hub_failure(spec: str, exc: Exception, token: str | None, offline: bool) -> CheckpointNotFoundError:
+    """One line saying why the Hub id did not resolve and what to do; the token never appears."""
+    from huggingface_hub import errors as hf_errors
+
+    if offline:
+        hint = "HF_HUB_OFFLINE=1 and it is not in the cache; download it once online or attach the cache"
+    elif isinstance(exc, (hf_errors.GatedRepoError,)):
+        hint = f"the repo is gated: accept its terms on the Hub, then {LOGIN_HINT}"
+    elif isinstance(exc, hf_errors.RevisionNotFoundError):
+        hint = "no such revision in that repo"
+    elif isinstance(exc, hf_errors.RepositoryNotFoundError):
+        hint = f"no such repo, or it is private and needs a token ({LOGIN_HINT})"
+    elif isinstance(exc, hf_errors.HfHubHTTPError):
+        hint = f"the Hub refused the request; check the repo id and your token ({LOGIN_HINT})"
+    else:
+        hint = "could not reach the Hub: check your internet connection, or set HF_HUB_OFFLINE=1 to use the cache"
+    detail = " ".join(redact(f"{type(exc).__name__}: {exc}", token).split())  # the Hub's text spans lines
+    detail = detail if len(detail) <= 300 else detail[:297] + "..."
+    return CheckpointNotFoundError(
+        f"could not resolve Hub checkpoint {spec!r} (no local folder of that name either): {hint} ({detail})")
 
 
 def _step_number(path: Path) -> int:
@@ -94,44 +166,45 @@ def resolve_checkpoint(
     """Return a local checkpoint folder (one holding model.safetensors), or a reference-format weights
     file (with all_config.yaml beside it), for a path or Hub id.
 
-    A local path wins over a Hub id of the same spelling. ``allow_patterns`` limits what is
-    downloaded (for example skip ``train_state.pt`` for inference).
+    A local path wins over a Hub id of the same spelling; a value that can only be a path (see
+    ``looks_like_path``) and does not exist raises "no such folder". ``allow_patterns`` limits what is
+    downloaded (for example skip ``train_state.pt`` for inference). Failures raise
+    CheckpointNotFoundError with a one-line message.
     """
-    local = Path(path_or_repo_id).expanduser()
+    spec = str(path_or_repo_id)
+    local = Path(spec).expanduser()
     if local.is_file():
         return local
     if local.exists():
         found = _find_weights(local)
         if found is None:
-            raise FileNotFoundError(f"{local}: no {CHECKPOINT_WEIGHTS}, no step_* checkpoint and no reference weights inside")
+            raise CheckpointNotFoundError(
+                f"{local}: no {CHECKPOINT_WEIGHTS}, no step_* checkpoint and no reference weights inside")
         return found
+    if looks_like_path(spec):
+        raise _no_such_folder(spec)
 
-    repo_id, revision = parse_repo_spec(str(path_or_repo_id))
+    repo_id, revision = parse_repo_spec(spec)
     from huggingface_hub import snapshot_download
 
     cache_dir = cache_dir or os.environ.get("HF_HUB_CACHE") or None
     offline = hub_offline()
+    in_use = None if offline else resolve_token(token)
     try:
         folder = snapshot_download(
             repo_id,
             revision=revision,
             cache_dir=cache_dir,
             local_files_only=offline,
-            token=None if offline else resolve_token(token),
+            token=in_use,
             allow_patterns=allow_patterns,
         )
     except Exception as exc:  # noqa: BLE001 - re-raise with a message that says what to do
-        hint = (
-            "HF_HUB_OFFLINE=1 and it is not in the cache; download it once online or attach the cache"
-            if offline
-            else "check the repo id, the revision and your token (HF_TOKEN) for private repos"
-        )
-        raise FileNotFoundError(
-            f"could not resolve Hub checkpoint {path_or_repo_id!r}: {hint} ({_redact(exc, token)})"
-        ) from None
+        raise _hub_failure(spec, exc, in_use or token, offline) from None
     found = _find_weights(Path(folder))
     if found is None:
-        raise FileNotFoundError(f"Hub repo {repo_id} has no {CHECKPOINT_WEIGHTS}, step_* checkpoint or reference weights")
+        raise CheckpointNotFoundError(
+            f"Hub repo {repo_id} has no {CHECKPOINT_WEIGHTS}, step_* checkpoint or reference weights")
     return found
 
 
@@ -174,7 +247,7 @@ def push_checkpoint(
     parse_repo_spec(repo_id)
     token = resolve_token(token)
     if token is None:
-        raise RuntimeError("no Hugging Face token: pass --token, set HF_TOKEN, or run `huggingface-cli login`")
+        raise RuntimeError("no Hugging Face token: pass --token, set HF_TOKEN, or run `hf auth login`")
 
     files = checkpoint_files(folder, exclude)
     operations = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(folder / rel)) for rel in files]
@@ -194,7 +267,7 @@ def push_checkpoint(
             log.info("pushed %s to %s (%d files)", folder, repo_id, len(operations))
             return str(url)
         except Exception as exc:  # noqa: BLE001 - network errors come in many types
-            last_error = _redact(f"{type(exc).__name__}: {exc}", token)
+            last_error = redact(f"{type(exc).__name__}: {exc}", token)
             log.warning("push of %s to %s failed (attempt %d/%d): %s", folder, repo_id, attempt, retries, last_error)
             if attempt < retries:
                 time.sleep(retry_delay_s * 2 ** (attempt - 1))
@@ -227,7 +300,7 @@ class HubPusher:
         self.repo_id = repo_id
         self._token = resolve_token(token)
         if self._token is None:
-            log.warning("no Hugging Face token (HF_TOKEN or huggingface-cli login): checkpoints to %s "
+            log.warning("no Hugging Face token (HF_TOKEN or `hf auth login`): checkpoints to %s "
                         "will stay local only", repo_id)
         self.private = private
         self.retries = retries
@@ -253,7 +326,7 @@ class HubPusher:
             return push_checkpoint(named, self.repo_id, token=self._token, private=self.private,
                                    retries=self.retries, retry_delay_s=self.retry_delay_s, exclude=self.exclude)
         except Exception as exc:  # noqa: BLE001 - a failed upload must never stop training
-            message = _redact(exc, self._token)
+            message = redact(exc, self._token)
             with self._lock:
                 self.failures.append(message)
             log.warning("background push of %s failed; the local checkpoint is kept: %s", name, message)
