@@ -34,11 +34,15 @@ class EvaluatorConfig:
     submission_K: Optional[int] = None
     pass_Ks: Optional[List[int]] = None
     aggregated_voting: Optional[bool] = None
+    # ARC: drop copies that decode to an empty grid before voting (the reference votes them; True in
+    # the Kaggle flow). None keeps the evaluator's default (False, the reference's scores).
+    ignore_empty_predictions: Optional[bool] = None
     # Anything else a future evaluator accepts, passed through as keyword arguments.
     kwargs: Dict[str, Any] = field(default_factory=dict)
 
     def build_kwargs(self) -> dict[str, Any]:
-        known = {"submission_K": self.submission_K, "pass_Ks": self.pass_Ks, "aggregated_voting": self.aggregated_voting}
+        known = {"submission_K": self.submission_K, "pass_Ks": self.pass_Ks, "aggregated_voting": self.aggregated_voting,
+                 "ignore_empty_predictions": self.ignore_empty_predictions}
         out = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in known.items() if v is not None}
         out.update(self.kwargs)
         return out
