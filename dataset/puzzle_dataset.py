@@ -30,7 +30,6 @@ Trainer use (one pass per evaluation interval; the position survives a checkpoin
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
