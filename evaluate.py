@@ -27,8 +27,9 @@ from evaluators.registry import build_evaluator
 from training.config import EvaluatorConfig, PretrainConfig, to_pretrain_config
 from utils.distributed import dist_info, init_distributed, print0, select_device
 from training.hub import resolve_checkpoint
-from utils.errors import exit_on_user_error
+from utils.errors import UserError, exit_on_user_error
 from utils.io import atomic_write_json
+from utils.schema import unknown_key_message
 
 @dataclass
 class EvaluateConfig:
@@ -108,10 +109,15 @@ def run_evaluation(ecfg: EvaluateConfig) -> dict[str, float] | None:
 
     device = select_device(ecfg.device)
     info = init_distributed(device)
-    ckpt_path = resolve_checkpoint(ecfg.checkpoint)
+    try:
+        ckpt_path = resolve_checkpoint(ecfg.checkpoint)
+    except ValueError as exc:  # neither a folder nor a Hub id: the user's checkpoint= value
+        raise UserError(f"checkpoint: {exc}") from None
     cfg, state, described = load_for_evaluation(ckpt_path, ecfg.use_ema)
     paths = list(ecfg.data_paths_test or cfg.data_paths_test or cfg.data_paths)
     batch_size = ecfg.eval_global_batch_size or cfg.eval_global_batch_size or cfg.global_batch_size
+    if batch_size % info.world_size:
+        raise UserError(f"eval_global_batch_size={batch_size} is not divisible by the {info.world_size} ranks (world size)")
     loader = create_dataloader(
         PuzzleDatasetConfig(
             seed=ecfg.seed, dataset_paths=paths, global_batch_size=batch_size, test_set_mode=True, epochs_per_iter=1,
@@ -185,16 +191,25 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="config", config_name="cfg_evaluate")
 def main(cfg: Any) -> None:
-    ecfg = OmegaConf.to_object(cfg)
-    assert isinstance(ecfg, EvaluateConfig)
-    try:
-        with exit_on_user_error():
+    with exit_on_user_error():  # bad keys, values, files: one line and exit code 2
+        unknown = unknown_key_message(OmegaConf.to_container(cfg, resolve=False), EvaluateConfig)
+        if unknown:  # a `+key=` Hydra appended and to_object would drop without a word
+            raise UserError(unknown)
+        ecfg = OmegaConf.to_object(cfg)
+        assert isinstance(ecfg, EvaluateConfig)
+        try:
             run_evaluation(ecfg)
-    finally:
-        from utils.distributed import destroy_distributed
+        finally:
+            from utils.distributed import destroy_distributed
 
-        destroy_distributed()
+            destroy_distributed()
 
 
 if __name__ == "__main__":
+    import sys
+
+    from training.cli import precheck_command_line
+
+    with exit_on_user_error():
+        precheck_command_line(sys.argv[1:], Path(__file__).parent / "config", "cfg_evaluate", EvaluateConfig)
     main()

@@ -14,19 +14,26 @@ the same run_name (or checkpoint_path) resumes from its newest complete checkpoi
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
-from training.config import register_configs, to_pretrain_config
+from training.config import check_world_size, register_configs, to_pretrain_config
+from utils.errors import exit_on_user_error
 
 register_configs()
 
 
 def train(cfg: DictConfig) -> dict:
     """Build the trainer from a composed config and run it; returns the last metrics (tests call this)."""
-    from training.trainer import Trainer
+    config = to_pretrain_config(cfg)
+    check_world_size(config, int(os.environ.get("WORLD_SIZE", 1)))  # before any process group or data
+    from training.trainer import Trainer  # after the checks: torch takes seconds to import
 
-    trainer = Trainer(to_pretrain_config(cfg))
+    trainer = Trainer(config)
     try:
         return trainer.train()
     finally:
@@ -35,11 +42,14 @@ def train(cfg: DictConfig) -> dict:
 
 @hydra.main(config_path="config", config_name="cfg_pretrain", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from utils.errors import exit_on_user_error
-
-    with exit_on_user_error():
+    with exit_on_user_error():  # bad keys, values, files: one line and exit code 2
         train(cfg)
 
 
 if __name__ == "__main__":
+    from training.cli import precheck_command_line
+    from training.config import PretrainConfig
+
+    with exit_on_user_error():
+        precheck_command_line(sys.argv[1:], Path(__file__).parent / "config", "cfg_pretrain", PretrainConfig)
     main()

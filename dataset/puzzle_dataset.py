@@ -30,7 +30,6 @@ Trainer use (one pass per evaluation interval; the position survives a checkpoin
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -39,7 +38,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from dataset.metadata import PuzzleDatasetMetadata
+from dataset.metadata import PuzzleDatasetMetadata, read_json_file
+from utils.errors import UserError
 
 IGNORE_LABEL_ID = -100
 _INDEX_FIELDS = ("puzzle_identifiers", "puzzle_indices", "group_indices")
@@ -76,12 +76,16 @@ class _Subset:
 def _load_array(path: Path, mmap: bool) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing dataset file")
-    return np.load(path, mmap_mode="r" if mmap else None)
+    try:  # allow_pickle stays False: a .npy holding objects is refused, never unpickled
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as exc:  # truncated or foreign file
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{path}: not a readable .npy array, truncated or damaged ({reason})") from None
 
 
 def _check_offsets(arr: np.ndarray, start_end: tuple[int, int], what: str, where: Path) -> None:
     if arr.ndim != 1 or len(arr) < 1 or arr[0] != start_end[0] or arr[-1] != start_end[1] or np.any(np.diff(arr) < 0):
-        raise ValueError(
+        raise UserError(
             f"{where}: {what} must be a non-decreasing 1-d array from {start_end[0]} to {start_end[1]}"
         )
 
@@ -93,18 +97,18 @@ def _load_subset(split_dir: Path, set_name: str, name: str, meta: PuzzleDatasetM
     ids, p_idx, g_idx = (_load_array(files[f], False) for f in _INDEX_FIELDS)
     for f, arr in (("inputs", inputs), ("labels", labels)):
         if arr.ndim != 2 or arr.shape[1] != meta.seq_len:
-            raise ValueError(f"{files[f]}: shape {arr.shape}, expected [n, seq_len={meta.seq_len}]")
+            raise UserError(f"{files[f]}: shape {arr.shape}, expected [n, seq_len={meta.seq_len}]")
     if labels.shape != inputs.shape:
-        raise ValueError(f"{files['labels']}: shape {labels.shape} differs from inputs {inputs.shape}")
+        raise UserError(f"{files['labels']}: shape {labels.shape} differs from inputs {inputs.shape}")
     p_idx, g_idx = p_idx.astype(np.int64), g_idx.astype(np.int64)
     _check_offsets(p_idx, (0, len(inputs)), "puzzle_indices", files["puzzle_indices"])
     if ids.ndim != 1 or len(ids) != len(p_idx) - 1:
-        raise ValueError(f"{files['puzzle_identifiers']}: {ids.shape} ids for {len(p_idx) - 1} puzzles")
+        raise UserError(f"{files['puzzle_identifiers']}: {ids.shape} ids for {len(p_idx) - 1} puzzles")
     _check_offsets(g_idx, (0, len(ids)), "group_indices", files["group_indices"])
     if np.any(np.diff(g_idx) == 0):
-        raise ValueError(f"{files['group_indices']}: a group without puzzles")
+        raise UserError(f"{files['group_indices']}: a group without puzzles")
     if len(ids) and (ids.min() < 0 or ids.max() >= meta.num_puzzle_identifiers):
-        raise ValueError(f"{files['puzzle_identifiers']}: ids outside [0, {meta.num_puzzle_identifiers})")
+        raise UserError(f"{files['puzzle_identifiers']}: ids outside [0, {meta.num_puzzle_identifiers})")
     blank = meta.blank_identifier_id
     ids = np.where(ids == blank, blank, ids.astype(np.int64) + id_offset).astype(np.int32)
     return _Subset(name, str(split_dir), inputs, labels, ids, p_idx, g_idx)
@@ -142,11 +146,12 @@ class PuzzleDataset(IterableDataset):
         self._metas = [_split_metadata(p, split) for p in config.dataset_paths]
         self.metadata = self._combine_metadata()
         self._id_offsets = np.cumsum([0] + [m.num_puzzle_identifiers for m in self._metas[:-1]]).tolist()
-        self._subsets: list[_Subset] | None = None  # opened lazily (inside the worker process)
+        self._subsets: list[_Subset] | None = None  # worker processes reopen them (see __getstate__)
         self._identifiers: list[str] | None = None
         # Position for exact resume: the pass the next batch belongs to, and batches of it consumed.
         self._pass = 0
         self._batches_done = 0
+        self._open()  # memory maps only; a damaged file is named now, not from inside a loader worker
 
     # ----- metadata and identifiers -------------------------------------------------------------
     def _combine_metadata(self) -> PuzzleDatasetMetadata:
@@ -154,7 +159,7 @@ class PuzzleDataset(IterableDataset):
         for path, meta in zip(paths[1:], self._metas[1:]):
             for key in _MUST_AGREE:
                 if getattr(meta, key) != getattr(first, key):
-                    raise ValueError(
+                    raise UserError(
                         f"datasets disagree on {key}: {paths[0]} has {getattr(first, key)!r}, "
                         f"{path} has {getattr(meta, key)!r}"
                     )
@@ -178,9 +183,11 @@ class PuzzleDataset(IterableDataset):
                 file = Path(path) / "identifiers.json"
                 if not file.is_file():
                     raise FileNotFoundError(f"{file}: missing identifiers file")
-                own = json.loads(file.read_text())
+                own = read_json_file(file)
+                if not isinstance(own, list) or not all(isinstance(n, str) for n in own):
+                    raise UserError(f"{file}: expected a JSON list of identifier names")
                 if len(own) != meta.num_puzzle_identifiers:
-                    raise ValueError(
+                    raise UserError(
                         f"{file}: {len(own)} names but {self.split}/dataset.json says "
                         f"num_puzzle_identifiers={meta.num_puzzle_identifiers}"
                     )

@@ -15,6 +15,12 @@ Metrics (over tasks whose test outputs are known):
 
 Unlike the reference, every evaluation votes only over its own predictions (``begin_eval``
 clears), and every task gets submission entries even without a usable prediction.
+
+A copy whose output decodes to no grid at all (no colour cell in the top-left corner) is, as in
+the reference, one more answer: the empty grid, voted like any other and written as ``[]`` in
+the submission. ``ignore_empty_predictions=True`` drops those copies before voting instead, so
+the next answer takes their place (better scores when many copies decode to nothing; not
+comparable with published numbers; on in the Kaggle flow).
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ class ARCEvaluator:
         flush_rows: int = 65536,
         report: bool = True,
         report_title: str = "ARC evaluation",
+        ignore_empty_predictions: bool = False,
         **_unused: Any,  # reference knobs (aggregated_voting, ...) are accepted and ignored
     ):
         self.test_puzzles = load_test_puzzles(data_path)
@@ -74,6 +81,7 @@ class ARCEvaluator:
         self.pass_Ks = tuple(pass_Ks)
         self.keep_top = max(keep_top, submission_K)
         self.flush_rows = flush_rows
+        self.ignore_empty_predictions = bool(ignore_empty_predictions)
         self.report, self.report_title = report, report_title
         self.data_paths = [str(data_path)] if isinstance(data_path, (str, Path)) else [str(p) for p in data_path]
         self.task_ids = list(self.test_puzzles)
@@ -186,7 +194,7 @@ class ARCEvaluator:
         groups = self._match_inputs(canonicalise_tokens(inputs, transforms, luts), tasks)
         answers = canonicalise_tokens(outputs, transforms, luts)
         has_answer = answers[:, 0] != EMPTY
-        usable = (groups >= 0) & has_answer
+        usable = (groups >= 0) & (has_answer | (not self.ignore_empty_predictions))
         self._counts += [len(ids), int((groups < 0).sum()), int(((groups >= 0) & ~has_answer).sum())]
         self._tables.append(VoteTable.from_predictions(groups[usable], answers[usable], confidence[usable]))
 

@@ -54,14 +54,19 @@ def compose_config(config_name: str, overrides: list[str], checkpoint_arch: dict
     """Preset < the checkpoint's architecture (LoRA settings excepted) < command-line overrides."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
     from omegaconf import OmegaConf
 
+    from training.cli import composition_error_message
     from training.config import register_configs, to_pretrain_config
 
     register_configs()
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "config"), version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=overrides)
+    try:
+        with initialize_config_dir(config_dir=str(REPO_ROOT / "config"), version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=overrides)
+    except HydraException as exc:  # `lrr=1`, `epochs=abc`: one line naming the key
+        raise UserError(composition_error_message(exc, PretrainConfig)) from None
     known = set(OmegaConf.to_container(cfg.arch))
     cfg.arch = OmegaConf.merge(cfg.arch, {k: v for k, v in checkpoint_arch.items()
                                           if k in known and not k.startswith("lora_")})
@@ -149,10 +154,11 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict:
     checkpoint = resolve_checkpoint(args.checkpoint)  # fails early (offline) if it is not there
     if not args.no_ema:
         checkpoint = ema_view(checkpoint, work / "checkpoint_ema")
-    data = build_test_dataset(challenges_path, work, args.num_aug, args.seed, args.workers)
+    data = work / "data"
     base = [f"data_paths=[{data}]", f"data_paths_test=[{data}]", f"load_checkpoint={checkpoint}",
             f"checkpoint_path={work / 'run'}", "wandb_mode=disabled", f"seed={args.seed}"]
-    cfg = compose_config(args.config_name, base + overrides, checkpoint_arch(checkpoint))
+    cfg = compose_config(args.config_name, base + overrides, checkpoint_arch(checkpoint))  # bad overrides stop here
+    build_test_dataset(challenges_path, work, args.num_aug, args.seed, args.workers)
     margin_s = max(args.margin_min * 60.0, 0.02 * budget_s)
     cfg.max_train_minutes = max(budget_s - margin_s - (time.monotonic() - started), 0.0) / 60.0
 
@@ -208,8 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         run(args, overrides)
-    except UserError as exc:  # a checkpoint that does not resolve, ...: one line, no traceback
-        print(f"error: {exc}; {args.output} holds the fallback submission", file=sys.stderr)
+    except UserError as exc:  # a bad override or a damaged file: one line, the fallback stays in place
+        print(f"error: {exc} ({args.output} holds the best submission written so far)", file=sys.stderr)
         return 2
     except Exception:  # noqa: BLE001 - the fallback submission stays in place
         traceback.print_exc()

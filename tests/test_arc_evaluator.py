@@ -149,19 +149,25 @@ def test_each_evaluation_votes_only_over_its_own_predictions(tmp_path):
         assert ev.result()["ARC/pass@1"] == want
 
 
-def test_padding_unmatched_and_empty_predictions_are_not_votes(tmp_path):
+@pytest.mark.parametrize("ignore_empty", [False, True])
+def test_padding_and_unmatched_are_not_votes_empty_ones_are_unless_ignored(tmp_path, ignore_empty):
     case = Case()
     case.add_task("t", [(grid(3, 3, 3), grid(2, 2, 1))])
     case.predict("t", 0, grid(2, 2, 1), 0.5)
     case.rows.append((case.rows[0][0], encode_grid(grid(5, 5, 4)), encode_grid(grid(2, 2, 9)), 0.9))  # unknown input
     case.rows.append((case.rows[0][0], case.rows[0][1], np.zeros(900, np.uint8), 0.9))  # nothing decodable
     case.write(tmp_path)
-    ev = ARCEvaluator(str(tmp_path), None, case.identifiers)
+    ev = ARCEvaluator(str(tmp_path), None, case.identifiers, ignore_empty_predictions=ignore_empty)
     for batch, preds in case.batches(4, pad_to=6):  # two blank padding rows
         ev.update_batch(batch, preds)
     m = ev.result()
     assert m["ARC/num_predictions"] == 3 and m["ARC/unmatched_predictions"] == 1 and m["ARC/empty_predictions"] == 1
-    assert ev.last_result.answers["t"][0][0][1] == 1 and m["ARC/pass@1"] == 1.0
+    ranked = ev.last_result.answers["t"][0]
+    if ignore_empty:
+        assert len(ranked) == 1 and ranked[0][1] == 1 and m["ARC/pass@1"] == 1.0
+    else:  # the reference votes the empty grid like any answer; its confidence 0.9 ranks it first
+        assert [g.shape for g, _, _ in ranked] == [(0, 0), (2, 2)] and m["ARC/pass@1"] == 0.0
+        assert m["ARC/pass@2"] == 1.0
 
 
 def test_flushing_in_pieces_equals_one_flush(tmp_path):

@@ -83,7 +83,7 @@ def test_pretrain_starts_from_the_hub_weights_rows_matched_by_name(hub, tmp_path
     # Another dataset in front: the checkpoint's puzzles sit at other row numbers, plus two new puzzles.
     run = tmp_path / "run"
     pretrain.train(compose_cfg("cfg_tiny_cpu", [f"data_paths=[{hub['new']},{hub['data']}]", f"checkpoint_path={run}",
-                                                "load_checkpoint=org/trm", *TINY, *QUIET, "lr=0", "puzzle_emb_lr=0",
+                                                "load_checkpoint=org/trm", *TINY, *QUIET, "freeze_weights=True", "puzzle_emb_lr=0",
                                                 "max_steps=1"]))
     source, started = load_file(str(hub["folder"] / "model.safetensors")), load_file(str(newest(run) / "model.safetensors"))
     assert source.keys() == started.keys()

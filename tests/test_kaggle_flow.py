@@ -151,3 +151,18 @@ def test_notebook_is_valid_and_uses_existing_options():
     args, rest = parse_args([arg for flag in sorted(flags) for arg in (flag, "1")])
     assert rest == [] and args.time_budget_min == 1.0
     assert "--no-index" in source  # installs from attached wheels only
+
+
+@pytest.mark.parametrize("override, key", [("+lrr=1e-3", "lrr"), ("lrr=1e-3", "lrr"), ("lr=-1", "lr")])
+def test_bad_override_stops_in_one_line_before_the_build(tmp_path, capsys, override, key):
+    from kaggle.run_kaggle import main
+
+    challenges = make_challenges(tmp_path / "arc-agi_test_challenges.json")
+    ckpt = make_checkpoint(tmp_path / "attached" / "step_00000100")
+    out, work = tmp_path / "submission.json", tmp_path / "work"
+    rc = main(["--challenges", str(tmp_path / "arc-agi_test_challenges.json"), "--checkpoint", str(ckpt),
+               "--output", str(out), "--work-dir", str(work), "--num-aug", "1", "--workers", "1", override])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("error: config: ") and f" {key}" in err and "\n" not in err, err
+    assert not (work / "data").exists()
+    check_submission(out, challenges)  # the fallback stays

@@ -17,7 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from omegaconf.errors import OmegaConfBaseException
+
 from models.config import ArchConfig
+from utils.errors import UserError
+from utils.schema import unknown_key_message
 
 NONFINITE_POLICIES = ("stop", "skip")
 DISTRIBUTED_STRATEGIES = ("ddp", "fsdp2")
@@ -34,11 +38,15 @@ class EvaluatorConfig:
     submission_K: Optional[int] = None
     pass_Ks: Optional[List[int]] = None
     aggregated_voting: Optional[bool] = None
+    # ARC: drop copies that decode to an empty grid before voting (the reference votes them; True in
+    # the Kaggle flow). None keeps the evaluator's default (False, the reference's scores).
+    ignore_empty_predictions: Optional[bool] = None
     # Anything else a future evaluator accepts, passed through as keyword arguments.
     kwargs: Dict[str, Any] = field(default_factory=dict)
 
     def build_kwargs(self) -> dict[str, Any]:
-        known = {"submission_K": self.submission_K, "pass_Ks": self.pass_Ks, "aggregated_voting": self.aggregated_voting}
+        known = {"submission_K": self.submission_K, "pass_Ks": self.pass_Ks, "aggregated_voting": self.aggregated_voting,
+                 "ignore_empty_predictions": self.ignore_empty_predictions}
         out = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in known.items() if v is not None}
         out.update(self.kwargs)
         return out
@@ -163,6 +171,22 @@ class PretrainConfig:
             raise ValueError("data_paths is empty")
         if self.global_batch_size < 1 or self.epochs < 1:
             raise ValueError("global_batch_size and epochs must be >= 1")
+        if self.eval_global_batch_size is not None and self.eval_global_batch_size < 1:
+            raise ValueError(f"eval_global_batch_size must be >= 1, got {self.eval_global_batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        for key in ("puzzle_emb_lr", "weight_decay", "puzzle_emb_weight_decay", "lr_min_ratio", "lr_warmup_steps"):
+            if not getattr(self, key) >= 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        for key in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ValueError(f"{key} must be in [0, 1), got {getattr(self, key)}")
+        if not 0.0 <= self.ema_rate <= 1.0:
+            raise ValueError(f"ema_rate must be in [0, 1], got {self.ema_rate}")
+        if self.distributed == "fsdp2":
+            raise ValueError("distributed=fsdp2 is not implemented yet; use distributed=ddp")
+        if self.freeze_weights and self.arch.puzzle_emb_ndim == 0:
+            raise ValueError("freeze_weights=True but the model has no puzzle embedding (arch.puzzle_emb_ndim=0)")
         if self.eval_interval is not None and (self.eval_interval < 1 or self.epochs % self.eval_interval):
             raise ValueError(f"eval_interval={self.eval_interval} must divide epochs={self.epochs}")
         for key in ("max_train_minutes", "final_eval_reserve_minutes"):
@@ -181,12 +205,33 @@ def register_configs() -> None:
 
 
 def to_pretrain_config(cfg: Any) -> PretrainConfig:
-    """A composed DictConfig -> PretrainConfig (resolving interpolations), validated."""
+    """A composed DictConfig -> PretrainConfig (resolving interpolations), validated.
+
+    Raises UserError (one line naming the key) for a key the schema lacks (``+lrr=1e-3``, which
+    Hydra appends and the dataclass would silently drop) or a value that cannot be right.
+    """
     from omegaconf import OmegaConf
 
-    obj = OmegaConf.to_object(cfg)
-    if isinstance(obj, dict):  # composed without the schema (e.g. a bare YAML file): type it now
-        obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(PretrainConfig), cfg))
+    unknown = unknown_key_message(OmegaConf.to_container(cfg, resolve=False), PretrainConfig)
+    if unknown:
+        raise UserError(unknown)
+    try:
+        obj = OmegaConf.to_object(cfg)
+        if isinstance(obj, dict):  # composed without the schema (e.g. a bare YAML file): type it now
+            obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(PretrainConfig), cfg))
+    except OmegaConfBaseException as exc:  # a wrong type or a missing value, named by OmegaConf
+        raise UserError(f"config: {str(exc).splitlines()[0]} (key {getattr(exc, 'full_key', '?')})") from None
     assert isinstance(obj, PretrainConfig)
-    obj.validate()
+    try:
+        obj.validate()
+    except ValueError as exc:
+        raise UserError(f"config: {exc}") from None
     return obj
+
+
+def check_world_size(cfg: PretrainConfig, world_size: int) -> None:
+    """Batch sizes must split evenly over the ranks (checked before any process group or data)."""
+    for key in ("global_batch_size", "eval_global_batch_size"):
+        value = getattr(cfg, key)
+        if value is not None and value % world_size:
+            raise UserError(f"config: {key}={value} is not divisible by the {world_size} ranks (world size)")
