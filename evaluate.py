@@ -111,6 +111,8 @@ def run_evaluation(ecfg: EvaluateConfig) -> dict[str, float] | None:
     info = init_distributed(device)
     try:
         ckpt_path = resolve_checkpoint(ecfg.checkpoint)
+    except UserError:  # already one line naming the folder or Hub id
+        raise
     except ValueError as exc:  # neither a folder nor a Hub id: the user's checkpoint= value
         raise UserError(f"checkpoint: {exc}") from None
     cfg, state, described = load_for_evaluation(ckpt_path, ecfg.use_ema)
