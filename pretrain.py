@@ -14,28 +14,50 @@ the same run_name (or checkpoint_path) resumes from its newest complete checkpoi
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import hydra
 from omegaconf import DictConfig
 
 from training.config import register_configs, to_pretrain_config
+from utils.errors import exit_on_user_error
 
 register_configs()
 
 
-def train(cfg: DictConfig) -> dict:
-    """Build the trainer from a composed config and run it; returns the last metrics (tests call this)."""
+def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
+    """Build the trainer from a composed config and run it; returns the last metrics (tests call this).
+
+    ``overrides``: the command line's ``key=value`` items; the arch keys among them win over a
+    ``load_checkpoint``'s architecture (training/checkpoint_config.py).
+    """
+    from training.checkpoint_config import cli_arch_keys
     from training.trainer import Trainer
 
-    trainer = Trainer(to_pretrain_config(cfg))
+    trainer = Trainer(to_pretrain_config(cfg), arch_set_on_command_line=cli_arch_keys(overrides))
     try:
-        return trainer.train()
+        metrics = trainer.train()
     finally:
         trainer.close()
+    if trainer.info.is_main:
+        print(run_outputs_line(trainer.run_dir), flush=True)
+    return metrics
+
+
+def run_outputs_line(run_dir) -> str:
+    """Where a run's newest checkpoint, submission.json and report.html are."""
+    from training.checkpoint import find_latest_checkpoint
+    from training.progress import newest_evaluation_files, where_outputs_are
+
+    return where_outputs_are(find_latest_checkpoint(run_dir), newest_evaluation_files(run_dir))
 
 
 @hydra.main(config_path="config", config_name="cfg_pretrain", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    train(cfg)
+    from hydra.core.hydra_config import HydraConfig
+
+    with exit_on_user_error():
+        train(cfg, HydraConfig.get().overrides.task)
 
 
 if __name__ == "__main__":

@@ -245,6 +245,11 @@ class PuzzleDataset(IterableDataset):
         starts = np.repeat(p_idx[puzzles] - (np.cumsum(sizes) - sizes), sizes)
         return starts + np.arange(len(puzzle_of_row)), puzzle_of_row
 
+    def test_batches(self) -> int:
+        """Global batches a test-mode pass yields (for progress bars); no data is read."""
+        gbs = self.config.global_batch_size
+        return sum(-(-len(self._kept_examples(s)[0]) // gbs) for s in self._open())
+
     def _iter_test(self) -> Iterator[tuple[str, Batch, int]]:
         gbs = self.config.global_batch_size
         for subset in self._open():

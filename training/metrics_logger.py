@@ -19,6 +19,8 @@ from typing import Any
 
 import tqdm
 
+from training.progress import natural_key
+
 
 def resolve_wandb_mode(mode: str) -> str:
     if mode != "auto":
@@ -32,7 +34,7 @@ def resolve_wandb_mode(mode: str) -> str:
 
 
 def format_metrics(metrics: dict[str, float], step: int) -> str:
-    parts = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(metrics.items())]
+    parts = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(metrics.items(), key=lambda kv: natural_key(kv[0]))]
     return f"step {step} | " + " | ".join(parts)
 
 
@@ -43,6 +45,9 @@ class NullLogger:
         pass
 
     def progress(self, step: int) -> None:
+        pass
+
+    def resume_clock(self) -> None:
         pass
 
     def message(self, text: str) -> None:
@@ -85,6 +90,10 @@ class MetricsLogger(NullLogger):
 
     def progress(self, step: int) -> None:
         self.bar.update(step - self.bar.n)
+
+    def resume_clock(self) -> None:
+        """After an evaluation: restart the bar's timer so its rate counts training time only."""
+        self.bar.unpause()
 
     def message(self, text: str) -> None:
         tqdm.tqdm.write(text)
