@@ -40,6 +40,19 @@ class EvalProgress:
         self.close()
 
 
+def startup_line(trainer, resume_from: str | None) -> str:
+    """Device, run folder, weights (total / training), steps; whether the run resumes or is already done."""
+    from models.registry import parameter_summary
+
+    text = (f"[{trainer.device.type} x{trainer.info.world_size}] run folder {trainer.run_dir}; "
+            f"{parameter_summary(trainer.head)}; {trainer.total_steps} steps ({trainer.cfg.epochs} epochs); "
+            f"bf16={trainer.bf16} compile={trainer._compile_enabled()}")
+    if resume_from and trainer._finished():
+        return (text + f"; already complete at step {trainer.step} of {trainer.step_budget} ({resume_from}): "
+                "nothing to train; a new run_name or checkpoint_path trains again")
+    return text + (f"; resumed from {resume_from} at step {trainer.step}" if resume_from else "")
+
+
 def newest_evaluation_files(run_dir: str | Path) -> dict[str, Path]:
     """submission.json and report.html of the newest evaluation in a run folder (those that exist)."""
     folders = sorted(Path(run_dir).glob("evaluator_*_step_*"), key=lambda p: natural_key(p.name))

@@ -32,7 +32,7 @@ from omegaconf import OmegaConf
 
 from dataset.puzzle_dataset import PuzzleDatasetConfig, create_dataloader
 from models.lora import maybe_apply_lora, stays_trainable
-from models.registry import build_model, count_parameters, parameter_summary
+from models.registry import build_model, count_parameters
 from models.sparse_embedding import SparseSignSGD
 from training import state as st
 from training.checkpoint import find_latest_checkpoint, load_checkpoint, save_checkpoint
@@ -42,6 +42,7 @@ from training.ema import EMA
 from training.evaluation import Evaluation
 from training.metrics_logger import MetricsLogger, NullLogger, format_metrics
 from training.optimizers import AdamATan2
+from training.progress import startup_line
 from training.schedule import lr_at_step
 from utils.distributed import (barrier, broadcast_object, destroy_distributed, init_distributed, print0,
                                select_device)
@@ -162,15 +163,7 @@ class Trainer:
 
             self.hub_pusher = HubPusher(cfg.hub_repo_id, private=cfg.hub_private, exclude=tuple(cfg.hub_exclude))
         self.logger: NullLogger = NullLogger()
-        # Before the logger draws its bar, so the line stands on its own.
-        resumed = ""
-        if resume_from:
-            resumed = (f"; already complete at step {self.step} of {self.step_budget} ({resume_from}): nothing to "
-                       f"train; a new run_name or checkpoint_path trains again" if self._finished()
-                       else f"; resumed from {resume_from} at step {self.step}")
-        print0(f"[{self.device.type} x{world}] run folder {self.run_dir}; {parameter_summary(self.head)}; "
-               f"{self.total_steps} steps ({cfg.epochs} epochs); bf16={self.bf16} compile={self._compile_enabled()}"
-               + resumed)
+        print0(startup_line(self, resume_from))  # before the logger draws its bar: a line of its own
         self.config_yaml = OmegaConf.to_yaml(OmegaConf.structured(cfg))
         if self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
