@@ -159,6 +159,9 @@ def test_merge_arch_allows_shape_preserving_overrides_and_names_refusals():
     run = ArchConfig(num_heads=2, lora_rank=1)  # YAML values (512 wide) plus a num_heads override
     merged, text = merge_arch(run, ckpt, {"num_heads"}, "ck")
     assert (merged.hidden_size, merged.num_heads, merged.lora_rank) == (64, 2, 1)  # same shapes: loads
+    cpu_trained = ArchConfig(hidden_size=64, num_heads=4, forward_dtype="float32", H_cycles=2)
+    merged, _ = merge_arch(ArchConfig(forward_dtype="bfloat16"), cpu_trained, set(), "ck")
+    assert (merged.forward_dtype, merged.H_cycles) == ("bfloat16", 2)  # hardware stays the run's
     for key, value in (("L_layers", 2), ("expansion", 8.0), ("puzzle_emb_ndim", 32), ("name", "hrm"),
                        ("pos_encodings", "learned")):
         with pytest.raises(ArchMismatchError, match=rf"arch\.{key}="):

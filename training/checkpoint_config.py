@@ -4,8 +4,9 @@ One mechanism for every entry point (pretrain.py with ``load_checkpoint=``, kagg
 evaluate.py): the checkpoint's architecture wins over the run's YAML files, because a post-training
 config (cfg_pretrain_lora, cfg_emb_posttrain, cfg_kaggle_lora) inherits cfg_pretrain.yaml's ``arch``,
 which need not be what the checkpoint was trained with (``arch.L_cycles=4`` in the README's
-pre-training command, 6 in the YAML). Every arch field is taken except the LoRA ones, which belong to
-the post-training run. H_cycles/L_cycles change no weight shape but change the function the weights
+pre-training command, 6 in the YAML). Every arch field is taken except those of the post-training run
+itself: the LoRA ones and ``forward_dtype`` (a hardware choice: a checkpoint trained on CPU says
+float32, and a GPU run should still compute in bfloat16). H_cycles/L_cycles change no weight shape but change the function the weights
 were trained for, so they are taken too.
 
 Keys the user set on the command line still win (``cli_arch_keys`` reads them from Hydra's override
@@ -26,6 +27,9 @@ from omegaconf import OmegaConf
 
 from models.config import ArchConfig
 from utils.errors import UserError
+
+# Arch fields that belong to the run, not to the trained model.
+RUN_FIELDS = ("forward_dtype",)
 
 # Sizes for the meta-device builds; any positive values give the same comparison.
 _PROBE_DIMS = dict(batch_size=1, seq_len=30, vocab_size=12, num_puzzle_identifiers=3)
@@ -124,9 +128,10 @@ def merge_arch(run_arch: ArchConfig, checkpoint_arch: ArchConfig, set_on_command
     overridden, replaced = [], []
     for f in dataclasses.fields(ArchConfig):
         name, mine, theirs = f.name, getattr(run_arch, f.name), getattr(checkpoint_arch, f.name)
-        if name.startswith("lora_") or name in set_on_command_line:
+        own = name.startswith("lora_") or name in RUN_FIELDS
+        if own or name in set_on_command_line:
             setattr(merged, name, copy.deepcopy(mine))
-            if mine != theirs and not name.startswith("lora_"):
+            if mine != theirs and not own:
                 overridden.append(name)
         elif mine != theirs:
             replaced.append(f"{name} {_short(theirs)} (config said {_short(mine)})")
