@@ -24,7 +24,6 @@ import torch
 
 from models.act import ACTCarry, ACTModel, where_rows, where_rows_carry  # noqa: F401 - re-exported
 from models.config import ArchConfig
-from models.layers import resolve_forward_dtype  # noqa: F401 - re-exported (tests patch it here)
 from models.recursive_base import LatentCarry, RecursiveInner
 
 TRMInnerCarry = LatentCarry  # the name the tests and older code use
