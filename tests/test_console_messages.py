@@ -138,3 +138,10 @@ def test_default_data_path_is_the_one_the_readme_builds():
         default = compose(config_name="cfg_pretrain").data_paths
     assert default == ["data/arc1-aug-1000"]
     assert f"python -m dataset.build_arc_dataset --output-dir {default[0]}" in readme
+
+
+def test_time_budget_message_rounds_the_minutes(data, tmp_path, capsys):
+    """A budget computed to many digits (run_kaggle subtracts elapsed seconds) prints as 0.01, not 0.0123456."""
+    pretrain.train(compose_cfg([f"data_paths=[{data}]", f"checkpoint_path={tmp_path / 'run'}", *TINY, "evaluators=[]",
+                                "max_train_minutes=0.0123456", "final_eval_reserve_minutes=1"]))
+    assert "max_train_minutes=0.01: stopped at step 1 of 2" in capsys.readouterr().out
