@@ -12,6 +12,7 @@ Every key and its type: EvaluateConfig below; the YAML is config/cfg_evaluate.ya
 from __future__ import annotations
 
 import copy
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +25,10 @@ from safetensors.torch import load_file
 
 from dataset.puzzle_dataset import PuzzleDatasetConfig, create_dataloader
 from evaluators.registry import build_evaluator
-from training.config import EvaluatorConfig, PretrainConfig, to_pretrain_config
+from training.config import EvaluatorConfig, PretrainConfig
 from utils.distributed import dist_info, init_distributed, print0, select_device
 from training.hub import resolve_checkpoint
+from training.progress import EvalProgress, natural_key
 from utils.errors import UserError, exit_on_user_error
 from utils.io import atomic_write_json
 from utils.schema import unknown_key_message
@@ -60,44 +62,24 @@ class EvaluateConfig:
 
 
 # ----- checkpoints -----
-def _known_keys_only(raw: dict, schema: Any, where: str = "") -> dict:
-    """Drop keys a reference all_config.yaml has but our schema lacks (printing them)."""
-    fields = getattr(schema, "__dataclass_fields__", {})
-    out = {}
-    for key, value in raw.items():
-        if key not in fields:
-            print0(f"all_config.yaml: ignoring {where}{key}")
-            continue
-        nested = getattr(schema, key)
-        if isinstance(value, dict) and hasattr(nested, "__dataclass_fields__"):
-            value = _known_keys_only(value, nested, f"{where}{key}.")
-        out[key] = value
-    return out
-
-
 def load_for_evaluation(path: Path, use_ema: bool) -> tuple[PretrainConfig, dict[str, torch.Tensor], str]:
     """(training config, weights, description) from one of our checkpoints or a reference one."""
     from training.checkpoint import load_weights
+    from training.checkpoint_config import read_checkpoint_config
 
+    dropped: list[str] = []
+    cfg, _ = read_checkpoint_config(path, dropped)
+    for key in dropped:
+        print0(f"all_config.yaml: ignoring {key}")
+    if cfg is None:
+        raise FileNotFoundError(f"{path}: no config.yaml (ours) or all_config.yaml (reference) beside the weights")
     if path.is_dir():
-        cfg = to_pretrain_config(OmegaConf.merge(OmegaConf.structured(PretrainConfig), OmegaConf.load(path / "config.yaml")))
         state = load_weights(path)
         ema_file = path / "ema.safetensors"
         if use_ema and ema_file.is_file():
             state.update(load_file(str(ema_file)))  # EMA covers the floating-point entries
             return cfg, state, f"{path} (EMA weights)"
         return cfg, state, str(path)
-    reference_config = path.parent / "all_config.yaml"
-    if not reference_config.is_file():
-        raise FileNotFoundError(f"{path}: a reference checkpoint needs all_config.yaml in the same folder")
-    raw = OmegaConf.to_container(OmegaConf.load(reference_config), resolve=True)
-    if "data_path" in raw and "data_paths" not in raw:  # HRM spelling
-        raw["data_paths"] = [raw.pop("data_path")]
-    arch = raw.get("arch", {})
-    if "hrm" in str(arch.get("name", "")).lower() and "puzzle_emb_len" not in arch:
-        arch["puzzle_emb_len"] = 0  # HRM has no such knob: its prefix is ceil(ndim / hidden)
-    raw = _known_keys_only(raw, PretrainConfig())
-    cfg = to_pretrain_config(OmegaConf.merge(OmegaConf.structured(PretrainConfig), raw))
     return cfg, load_weights(path), f"{path} (reference format)"
 
 
@@ -159,16 +141,20 @@ def run_evaluation(ecfg: EvaluateConfig) -> dict[str, float] | None:
     for evaluator in evaluators:
         evaluator.begin_eval()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-    with torch.inference_mode(), autocast:
+    started = time.monotonic()
+    with torch.inference_mode(), autocast, EvalProgress(loader.dataset.test_batches()) as bar:
         for _, batch, _ in loader:
             batch = {k: v.to(device) for k, v in batch.items()}
             carry = head.initial_carry(batch)
+            act_steps = 0
             while True:  # run the ACT loop to completion (halt_max_steps, or all rows halted)
                 carry, _, _, preds, all_finish = head(carry=carry, batch=batch, return_keys=sorted(required))
+                act_steps += 1
                 if bool(all_finish):
                     break
             for evaluator in evaluators:
                 evaluator.update_batch(batch, preds)
+            bar.batch_done(act_steps)
 
     metrics: dict[str, float] = {}
     for evaluator in evaluators:
@@ -178,7 +164,11 @@ def run_evaluation(ecfg: EvaluateConfig) -> dict[str, float] | None:
     if not dist_info().is_main:
         return None
     atomic_write_json(out_dir / "metrics.json", {"checkpoint": described, "data_paths_test": paths, **metrics}, indent=2)
-    print0(" ".join(f"{k}={v:.4f}" for k, v in metrics.items() if "pass@" in k))
+    print0(f"evaluation took {time.monotonic() - started:.1f} s")
+    print0(" ".join(f"{k}={metrics[k]:.4f}" for k in sorted(metrics, key=natural_key) if "pass@" in k))
+    files = {name: out_dir / name for name in ("submission.json", "report.html", "metrics.json")
+             if (out_dir / name).is_file()}
+    print0("outputs: " + "; ".join(f"{name} {path}" for name, path in files.items()) + f" (checkpoint {described})")
     return metrics
 
 

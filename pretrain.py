@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import hydra
 from omegaconf import DictConfig
@@ -27,23 +28,41 @@ from utils.errors import exit_on_user_error
 register_configs()
 
 
-def train(cfg: DictConfig) -> dict:
-    """Build the trainer from a composed config and run it; returns the last metrics (tests call this)."""
+def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
+    """Build the trainer from a composed config and run it; returns the last metrics (tests call this).
+
+    ``overrides``: the command line's ``key=value`` items; the arch keys among them win over a
+    ``load_checkpoint``'s architecture (training/checkpoint_config.py).
+    """
     config = to_pretrain_config(cfg)
     check_world_size(config, int(os.environ.get("WORLD_SIZE", 1)))  # before any process group or data
+    from training.checkpoint_config import cli_arch_keys
     from training.trainer import Trainer  # after the checks: torch takes seconds to import
 
-    trainer = Trainer(config)
+    trainer = Trainer(config, arch_set_on_command_line=cli_arch_keys(overrides))
     try:
-        return trainer.train()
+        metrics = trainer.train()
     finally:
         trainer.close()
+    if trainer.info.is_main:
+        print(run_outputs_line(trainer.run_dir), flush=True)
+    return metrics
+
+
+def run_outputs_line(run_dir) -> str:
+    """Where a run's newest checkpoint, submission.json and report.html are."""
+    from training.checkpoint import find_latest_checkpoint
+    from training.progress import newest_evaluation_files, where_outputs_are
+
+    return where_outputs_are(find_latest_checkpoint(run_dir), newest_evaluation_files(run_dir))
 
 
 @hydra.main(config_path="config", config_name="cfg_pretrain", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
     with exit_on_user_error():  # bad keys, values, files: one line and exit code 2
-        train(cfg)
+        train(cfg, HydraConfig.get().overrides.task)
 
 
 if __name__ == "__main__":

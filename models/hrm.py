@@ -13,8 +13,8 @@ the input embedding x and the carried latents (z_H, z_L):
 without gradient, so back-propagation goes through exactly one L step and one H step (the
 fixed-point approximation of the HRM paper). Unlike TRM, the two modules have separate weights.
 
-Embeddings, heads, the carry and the ACT wrapper (halting, exploration, Q-learning target,
-adaptive evaluation) are TRM's (models/trm.py); the puzzle prefix is ceil(puzzle_emb_ndim / hidden)
+Embeddings, heads and the carry are the shared base's (models/recursive_base.py), the ACT wrapper
+(halting, exploration, Q-learning target, adaptive evaluation) the shared one (models/act.py); the puzzle prefix is ceil(puzzle_emb_ndim / hidden)
 positions when ``puzzle_emb_len`` is 0, as in the reference (1 for 512 / 512).
 
 State-dict names equal the reference's (sapientinc/HRM models/hrm/hrm_act_v1.py):
@@ -30,14 +30,14 @@ from typing import Dict, Optional
 
 import torch
 
+from models.act import ACTModel
 from models.config import ArchConfig
-from models.layers import ReasoningBlock, ReasoningModule
-from models.trm import ACTModel, TRMInner, TRMInnerCarry
+from models.recursive_base import LatentCarry, RecursiveInner
 
 
-class HRMInner(TRMInner):
-    """One ACT step of HRM. Reuses TRM's embeddings, heads, carry and ``L_level`` (built from
-    L_layers blocks) and adds the separate high-level module ``H_level`` (H_layers blocks)."""
+class HRMInner(RecursiveInner):
+    """One ACT step of HRM: a low-level module ``L_level`` (L_layers blocks) and a separate
+    high-level module ``H_level`` (H_layers blocks)."""
 
     def __init__(self, arch: ArchConfig, *, batch_size: int, seq_len: int, vocab_size: int,
                  num_puzzle_identifiers: int, causal: bool = False) -> None:
@@ -47,16 +47,17 @@ class HRMInner(TRMInner):
         if arch.mlp_t:
             raise ValueError("arch.mlp_t is a TRM option; HRM uses attention blocks in both modules")
         super().__init__(arch, batch_size=batch_size, seq_len=seq_len, vocab_size=vocab_size,
-                         num_puzzle_identifiers=num_puzzle_identifiers, causal=causal)
-        self.H_level = ReasoningModule([
-            ReasoningBlock(arch.hidden_size, arch.num_heads, arch.expansion, arch.rms_norm_eps, causal=causal)
-            for _ in range(arch.H_layers)])
+                         num_puzzle_identifiers=num_puzzle_identifiers)
+        # In this order, so a seed gives the weights it gave before the shared base existed.
+        self.L_level = self.make_blocks(arch.L_layers, causal)
+        self.make_initial_latents()
+        self.H_level = self.make_blocks(arch.H_layers, causal)
 
-    def forward(self, carry: TRMInnerCarry, batch: Dict[str, torch.Tensor],
+    def forward(self, carry: LatentCarry, batch: Dict[str, torch.Tensor],
                 input_embeddings: Optional[torch.Tensor] = None):
         """-> (new carry (detached), logits [B, seq, vocab], (q_halt_logits, q_continue_logits))."""
         x = self.input_embeddings(batch) if input_embeddings is None else input_embeddings
-        cos_sin = self.rotary_emb() if hasattr(self, "rotary_emb") else None
+        cos_sin = self.rope()
         H_cycles, L_cycles = self.arch.H_cycles, self.arch.L_cycles
         z_H, z_L = carry.z_H, carry.z_L
         with torch.no_grad():  # every update but the last L and the last H step only moves the latents
@@ -71,7 +72,7 @@ class HRMInner(TRMInner):
         z_L = self.L_level(z_L, z_H + x, cos_sin=cos_sin)
         z_H = self.H_level(z_H, z_L, cos_sin=cos_sin)
         logits, q_halt, q_continue = self.heads(z_H)
-        return TRMInnerCarry(z_H=z_H.detach(), z_L=z_L.detach()), logits, (q_halt, q_continue)
+        return LatentCarry(z_H=z_H.detach(), z_L=z_L.detach()), logits, (q_halt, q_continue)
 
 
 class HRM(ACTModel):

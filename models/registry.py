@@ -73,3 +73,20 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of dense parameters. The puzzle table is a buffer and never counted; LoRA adapters
     are counted like any parameter (use trainable_only=True to count only what trains)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def parameter_summary(model: nn.Module) -> str:
+    """One line for the start-up message: dense weights in total and training now (LoRA adapters
+    among them), and the puzzle table, which trains separately (sign-SGD on its rows)."""
+    from models.lora import is_lora_key
+
+    total = count_parameters(model)
+    trainable = count_parameters(model, trainable_only=True)
+    adapters = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and is_lora_key(n))
+    text = f"{total:,} weights, {trainable:,} trainable"
+    if adapters:
+        text += f" ({adapters:,} in LoRA adapters)"
+    tables = [b for n, b in model.named_buffers() if n.endswith("puzzle_emb.weights")]
+    if tables:
+        text += f"; puzzle table {tables[0].shape[0]:,} x {tables[0].shape[1]} (trains by sign-SGD)"
+    return text

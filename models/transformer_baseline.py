@@ -18,15 +18,14 @@ L module, no L_init), ``inner.embed_tokens.embedding_weight``, ``inner.lm_head.w
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Dict, Optional
 
 import torch
 
+from models.act import ACTModel
 from models.config import ArchConfig
-from models.layers import ReasoningBlock, ReasoningModule
-from models.trm import ACTModel, TRMInner, where_rows
+from models.recursive_base import RecursiveInner
 
 
 @dataclass
@@ -34,38 +33,26 @@ class BaselineInnerCarry:
     z_H: torch.Tensor  # [batch, prefix + seq, hidden]
 
 
-class TransformerBaselineInner(TRMInner):
-    """One ACT step of the baseline. Shares TRM's embeddings and heads; replaces TRM's recursive
-    L module and its two latents by one block stack and one carried state."""
+class TransformerBaselineInner(RecursiveInner):
+    """One ACT step of the baseline: the shared embeddings and heads, one block stack ``H_level`` and
+    one carried state (so no L module and no ``L_init``, as in the reference)."""
+
+    carry_type = BaselineInnerCarry
 
     def __init__(self, arch: ArchConfig, *, batch_size: int, seq_len: int, vocab_size: int,
                  num_puzzle_identifiers: int, causal: bool = False) -> None:
         if arch.H_layers < 1:
             raise ValueError(f"the transformer baseline needs arch.H_layers >= 1 (got {arch.H_layers})")
-        # Build TRM's embeddings and heads without its L module, then drop what the baseline lacks so
-        # the state dict holds exactly the reference's keys.
-        super().__init__(dataclasses.replace(arch, L_layers=0, mlp_t=False), batch_size=batch_size, seq_len=seq_len,
-                         vocab_size=vocab_size, num_puzzle_identifiers=num_puzzle_identifiers, causal=causal)
-        self.arch = arch
-        del self.L_level
-        del self.L_init
-        self.H_level = ReasoningModule([
-            ReasoningBlock(arch.hidden_size, arch.num_heads, arch.expansion, arch.rms_norm_eps, causal=causal)
-            for _ in range(arch.H_layers)])
-
-    def empty_carry(self, batch_size: int) -> BaselineInnerCarry:
-        shape = (batch_size, self.seq_len + self.prefix_len, self.arch.hidden_size)
-        return BaselineInnerCarry(z_H=torch.zeros(shape, dtype=self.compute_dtype(), device=self.H_init.device))
-
-    def reset_carry(self, reset: torch.Tensor, carry: BaselineInnerCarry) -> BaselineInnerCarry:
-        return BaselineInnerCarry(z_H=where_rows(reset, self.H_init.to(carry.z_H.dtype).expand_as(carry.z_H), carry.z_H))
+        super().__init__(arch, batch_size=batch_size, seq_len=seq_len, vocab_size=vocab_size,
+                         num_puzzle_identifiers=num_puzzle_identifiers)
+        self.make_initial_latents()
+        self.H_level = self.make_blocks(arch.H_layers, causal)
 
     def forward(self, carry: BaselineInnerCarry, batch: Dict[str, torch.Tensor],
                 input_embeddings: Optional[torch.Tensor] = None):
         """-> (new carry (detached), logits [B, seq, vocab], (q_halt_logits, q_continue_logits))."""
         x = self.input_embeddings(batch) if input_embeddings is None else input_embeddings
-        cos_sin = self.rotary_emb() if hasattr(self, "rotary_emb") else None
-        z_H = self.H_level(carry.z_H, x, cos_sin=cos_sin)
+        z_H = self.H_level(carry.z_H, x, cos_sin=self.rope())
         logits, q_halt, q_continue = self.heads(z_H)
         return BaselineInnerCarry(z_H=z_H.detach()), logits, (q_halt, q_continue)
 

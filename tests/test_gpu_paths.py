@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 
 import models.sparse_embedding as sparse_embedding
-import models.trm as trm
+import models.recursive_base as recursive_base
 from models.config import ArchConfig
 from models.layers import _DTYPES, resolve_forward_dtype
 from models.registry import build_model
@@ -89,7 +89,7 @@ def _compute_in_requested_dtype(name, device):
 def test_bf16_training_step_matches_float32(monkeypatch, name):
     fp32 = tiny_head(name, "float32")
     _, loss32, grads32 = train_step(fp32, fp32, tiny_batch())
-    monkeypatch.setattr(trm, "resolve_forward_dtype", _compute_in_requested_dtype)
+    monkeypatch.setattr(recursive_base, "resolve_forward_dtype", _compute_in_requested_dtype)
     bf16 = tiny_head(name, "float32")  # same init; switch to bf16 compute after construction
     bf16.model.arch.forward_dtype = "bfloat16"
     carry, loss16, grads16 = train_step(bf16, bf16, tiny_batch())

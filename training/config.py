@@ -59,7 +59,7 @@ class PretrainConfig:
 
     # --- Data ---
     # Built dataset folders for training (several are combined).
-    data_paths: List[str] = field(default_factory=lambda: ["data/arc-aug-1000"])
+    data_paths: List[str] = field(default_factory=lambda: ["data/arc1-aug-1000"])
     # Folders for evaluation; empty means the test split of data_paths.
     data_paths_test: List[str] = field(default_factory=list)
     # Evaluators run at every evaluation (one per evaluation data path).

@@ -17,6 +17,7 @@ import torch
 
 from dataset.puzzle_dataset import PuzzleDatasetConfig, create_dataloader
 from training import state as st
+from training.progress import EvalProgress
 from utils.distributed import print0
 
 
@@ -97,14 +98,18 @@ class Evaluation:
             return_keys.update(evaluator.required_outputs)
         sums: dict[str, dict[str, torch.Tensor]] = {}
         saved: dict[str, list[torch.Tensor]] = {}
+        bar = EvalProgress(self.loader.dataset.test_batches(), desc=f"eval at step {trainer.step}")
         for set_name, batch, _ in self.loader:
             batch = {k: v.to(trainer.device, non_blocking=True) for k, v in batch.items()}
             carry = trainer.head.initial_carry(batch)
+            act_steps = 0
             while True:
                 carry, _, metrics, preds, all_finish = trainer.eval_model(carry=carry, batch=batch,
                                                                           return_keys=sorted(return_keys))
+                act_steps += 1
                 if bool(all_finish):
                     break
+            bar.batch_done(act_steps)
             for evaluator in self.evaluators:
                 evaluator.update_batch(batch, preds)
             for source in (batch, preds):
@@ -115,6 +120,7 @@ class Evaluation:
             acc = sums.setdefault(set_name, {k: torch.zeros((), dtype=wide, device=trainer.device) for k in metrics})
             for k, v in metrics.items():
                 acc[k] += v.to(acc[k].dtype)
+        bar.close()
         if saved:
             path = self.run_dir / f"step_{trainer.step}_all_preds.{trainer.info.rank}"
             torch.save({k: torch.cat(v) for k, v in saved.items()}, path)

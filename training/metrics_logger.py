@@ -19,6 +19,8 @@ from typing import Any
 
 import tqdm
 
+from training.progress import natural_key
+
 
 def resolve_wandb_mode(mode: str) -> str:
     if mode != "auto":
@@ -32,7 +34,7 @@ def resolve_wandb_mode(mode: str) -> str:
 
 
 def format_metrics(metrics: dict[str, float], step: int) -> str:
-    parts = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(metrics.items())]
+    parts = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(metrics.items(), key=lambda kv: natural_key(kv[0]))]
     return f"step {step} | " + " | ".join(parts)
 
 
@@ -43,6 +45,12 @@ class NullLogger:
         pass
 
     def progress(self, step: int) -> None:
+        pass
+
+    def pause_clock(self) -> None:
+        pass
+
+    def resume_clock(self) -> None:
         pass
 
     def message(self, text: str) -> None:
@@ -85,6 +93,19 @@ class MetricsLogger(NullLogger):
 
     def progress(self, step: int) -> None:
         self.bar.update(step - self.bar.n)
+
+    def pause_clock(self) -> None:
+        """Before an evaluation: its time must not count in the training bar's rate and ETA."""
+        self._paused_at = self.bar._time()
+
+    def resume_clock(self) -> None:
+        """After an evaluation: shift the bar's start by the pause, so its rate counts training time only."""
+        paused_at = getattr(self, "_paused_at", None)
+        if paused_at is not None:
+            pause = self.bar._time() - paused_at
+            self.bar.start_t += pause
+            self.bar.last_print_t += pause
+            self._paused_at = None
 
     def message(self, text: str) -> None:
         tqdm.tqdm.write(text)

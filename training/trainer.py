@@ -18,13 +18,14 @@ evaluation) and stops as at the end of a run once the time left only covers that
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import os
 import shutil
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import torch
 from omegaconf import OmegaConf
@@ -35,11 +36,13 @@ from models.registry import build_model, count_parameters
 from models.sparse_embedding import SparseSignSGD
 from training import state as st
 from training.checkpoint import find_latest_checkpoint, load_checkpoint, save_checkpoint
+from training.checkpoint_config import arch_for_post_training
 from training.config import PretrainConfig
 from training.ema import EMA
 from training.evaluation import Evaluation
 from training.metrics_logger import MetricsLogger, NullLogger, format_metrics
 from training.optimizers import AdamATan2
+from training.progress import startup_line
 from training.schedule import lr_at_step
 from utils.distributed import (barrier, broadcast_object, destroy_distributed, init_distributed, print0,
                                select_device)
@@ -61,7 +64,7 @@ def decide_run_names(cfg: PretrainConfig) -> tuple[str, str, str]:
 
 
 class Trainer:
-    def __init__(self, cfg: PretrainConfig):
+    def __init__(self, cfg: PretrainConfig, arch_set_on_command_line: Collection[str] = ()):
         self.started = time.monotonic()  # the clock of max_train_minutes
         self.cfg = cfg = copy.deepcopy(cfg)
         if cfg.distributed == "fsdp2":
@@ -73,6 +76,9 @@ class Trainer:
         rank, world = self.info.rank, self.info.world_size
         if self.device.type == "cuda":
             torch.set_float32_matmul_precision("high")
+        if cfg.load_checkpoint:  # post-training: the checkpoint's architecture, command-line arch keys win
+            cfg.arch, taken = arch_for_post_training(cfg.arch, cfg.load_checkpoint, arch_set_on_command_line)
+            print0(taken)
 
         # Names, run folder and whether to resume: one decision, shared by all ranks.
         decision = None
@@ -157,6 +163,7 @@ class Trainer:
 
             self.hub_pusher = HubPusher(cfg.hub_repo_id, private=cfg.hub_private, exclude=tuple(cfg.hub_exclude))
         self.logger: NullLogger = NullLogger()
+        print0(startup_line(self, resume_from))  # before the logger draws its bar: a line of its own
         self.config_yaml = OmegaConf.to_yaml(OmegaConf.structured(cfg))
         if self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -168,9 +175,6 @@ class Trainer:
                                         wandb_mode=cfg.wandb_mode, entity=cfg.entity,
                                         total_steps=self.step_budget, initial_step=self.step)
             self.logger.log({"num_params": count_parameters(self.head)}, step=self.step)
-        print0(f"[{self.device.type} x{world}] run folder {self.run_dir}; {count_parameters(self.head):,} weights; "
-               f"{self.total_steps} steps ({cfg.epochs} epochs); bf16={self.bf16} compile={self._compile_enabled()}"
-               + (f"; resumed from {resume_from} at step {self.step}" if resume_from else ""))
 
     # ----- set-up helpers ------------------------------------------------------------------------
     def _loader_workers(self) -> int:
@@ -201,8 +205,12 @@ class Trainer:
     def _wrap_distributed(self, model: torch.nn.Module) -> torch.nn.Module:
         from torch.nn.parallel import DistributedDataParallel
 
-        # Buffers are not re-broadcast each step: the puzzle table is kept equal by its optimizer.
+        # Buffers are not re-broadcast each step: the puzzle table is kept equal by its optimizer. Nor at
+        # wrapping: broadcast_module_state made every rank equal already (torch >= 2.13 names it so;
+        # its broadcast_buffers is deprecated there and warns).
         device_ids = [self.device.index] if self.device.type == "cuda" else None
+        if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters:
+            return DistributedDataParallel(model, device_ids=device_ids, forward_sync_buffers=False, init_sync=False)
         return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
 
     # ----- training ------------------------------------------------------------------------------
@@ -239,7 +247,7 @@ class Trainer:
             if final or (finished_pass and cfg.checkpoint_every_eval):
                 self.save(eval_metrics)
         if self.stopped_by_time:
-            self.logger.message(f"max_train_minutes={cfg.max_train_minutes}: stopped at step {self.step} "
+            self.logger.message(f"max_train_minutes={round(cfg.max_train_minutes, 2):g}: stopped at step {self.step} "
                                 f"of {self.step_budget} after {time.monotonic() - self.started:.0f} s")
         self.logger.progress(self.step)
         return last
@@ -331,12 +339,14 @@ class Trainer:
         if self.evaluation is None:
             return None
         started = time.time()
+        self.logger.pause_clock()
         metrics = self.evaluation.run(self)
-        self.last_eval_seconds = time.time() - started
+        self.last_eval_seconds = took = time.time() - started
+        self.logger.resume_clock()  # the training bar's rate leaves the evaluation out
         if metrics is not None:
-            metrics["eval/seconds"] = time.time() - started
+            metrics["eval/seconds"] = took
             self.logger.log(metrics, step=self.step)
-            self.logger.message("eval: " + format_metrics(metrics, self.step))
+            self.logger.message(f"eval at step {self.step} took {took:.1f} s: " + format_metrics(metrics, self.step))
         return metrics
 
     # ----- checkpoints ---------------------------------------------------------------------------
