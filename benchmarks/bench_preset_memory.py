@@ -13,7 +13,8 @@ Eager mode (torch.compile usually needs less). Prints one line per (preset, arch
 Without CUDA it prints "no CUDA" and exits 0. About a minute on one H200.
 
 Measured 2026-12-04 on one H200 (torch 2.11, eager, bf16, 876,406-row table), one micro-batch of m rows
-(the peak of an accumulated step is the same: gradients are allocated by the first micro-batch), GiB:
+(an accumulated step adds the other K-1 slots' ACT carries: z_H and z_L of 768 rows x 916 x 512 in
+bf16 = 1.34 GiB for all K together; gradients are allocated once, by the first micro-batch), GiB:
     m        32     48     64     96    128    192
     TRM L6  11.59  16.44  21.31  31.04  40.81  60.21   (arch=trm: H_cycles 3, L_cycles 6)
     TRM L4   8.89  12.38  15.90  22.94  30.00  44.04   (arch.L_cycles=4, the TRM README's ARC run)
