@@ -52,6 +52,11 @@ def test_best_checkpoint_survives_rotation_and_loads(data, tmp_path):
     for key, value in weights_at_eval[steps[1]].items():
         assert torch.equal(saved[key], value), key
     assert resolve_checkpoint(str(best)) == best
+    from evaluate import EvaluateConfig, run_evaluation  # evaluate.py checkpoint=<run>/best
+
+    metrics = run_evaluation(EvaluateConfig(checkpoint=str(best), device="cpu", report=False, halt_max_steps_eval=1,
+                                            output_dir=str(tmp_path / "eval")))
+    assert metrics and "ARC/pass@2" in metrics and (tmp_path / "eval" / "submission.json").is_file()
     # load_checkpoint=<run>/best starts a new run from those weights.
     other = Trainer(tiny_cfg(data, tmp_path / "other", "global_batch_size=4", f"load_checkpoint={best}"))
     for key, value in other.head.state_dict().items():
