@@ -145,10 +145,10 @@ def test_neutral_loss_weights_reproduce_the_reference_loss_bit_for_bit():
     labels[0, :2] = -100
     inputs = torch.randint(0, 6, (4, 5))
     model = _FixedModel(logits.tolist(), q.tolist(), inputs.tolist(), labels.tolist())
-    model.forward = lambda carry, batch: (SimpleNamespace(current_data=model.data, halted=torch.ones(4, dtype=torch.bool),
-                                                          steps=torch.ones(4, dtype=torch.int32)),
-                                          {"logits": model.logits, "q_halt_logits": model.q_halt,
-                                           "q_continue_logits": torch.zeros(4)})
+    carry = SimpleNamespace(current_data=model.data, halted=torch.ones(4, dtype=torch.bool),
+                            steps=torch.ones(4, dtype=torch.int32))
+    model.forward = lambda carry_in, batch: (carry, {"logits": model.logits, "q_halt_logits": model.q_halt,
+                                                     "q_continue_logits": torch.zeros(4)})
     _, loss, _, _, _ = ACTLossHead(model, changed_cell_weight=1.0, ponder_cost=0.0)(None, {})
     # The reference formula, written out: per-row mean stablemax CE summed, + 0.5 BCE(q_halt, exact).
     from models.losses import stablemax_cross_entropy

@@ -44,7 +44,8 @@ def parse_schedule(entries: list[dict[str, Any]]) -> list[Stage]:
         where = f"arch_schedule[{i}]"
         unknown = set(entry) - {"until_step", "until_fraction", "H_cycles", "L_cycles"}
         if unknown:
-            raise ValueError(f"{where}: unknown keys {sorted(unknown)}; valid: until_step | until_fraction, H_cycles, L_cycles")
+            raise ValueError(f"{where}: unknown keys {sorted(unknown)}; "
+                             "valid: until_step | until_fraction, H_cycles, L_cycles")
         if ("until_step" in entry) == ("until_fraction" in entry):
             raise ValueError(f"{where}: give exactly one of until_step, until_fraction")
         for key in ("H_cycles", "L_cycles"):

@@ -15,7 +15,8 @@ class TensorBoardSink:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as exc:  # the tensorboard package is a dependency; say so if it went missing
-            raise ImportError("loggers=[...tensorboard] needs the tensorboard package: pip install tensorboard") from exc
+            raise ImportError("loggers=[...tensorboard] needs the tensorboard package: "
+                              "pip install tensorboard") from exc
         self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
 
     def log(self, metrics: dict[str, float], step: int) -> None:
