@@ -111,6 +111,10 @@ class SparseSignSGD(Optimizer):
                 self._pending.append((ids.clone(), local_weights.grad.clone()))
                 local_weights.grad = None
 
+    @property
+    def pending_gradients(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return self._pending
+
     def local_gradients(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(ids, row gradients) of this rank for the step so far: stashed micro-batches + the current one."""
         parts = list(self._pending)

@@ -202,3 +202,29 @@ def test_fp16_scaler_resume_is_bit_exact(data, tmp_path):
             for d in ("full", "split")]
     assert all(logs[1][s] == logs[0][s] for s in range(4, 7))
     json.dumps(middle["grad_scaler"])  # numbers only (the train state becomes safetensors + JSON)
+
+
+def test_scaler_unscales_stashed_puzzle_rows_and_skips_on_their_overflow():
+    from models.sparse_embedding import CastedSparseEmbedding
+
+    emb = CastedSparseEmbedding(4, 2, batch_size=2)
+    opt = SparseSignSGD(emb.buffers(), lr=0.5, weight_decay=0.0)
+    precision = Precision(torch.device("cpu"), use_scaler=True)
+    scale = precision.scaler.get_scale()
+    for ids, sign in (([1, 2], 1.0), ([2, 3], -3.0)):  # row 2: +1 then -3 -> summed -2 -> moves up
+        precision.scale((emb(torch.tensor(ids)) * sign).sum()).backward()
+        if sign > 0:
+            opt.stash_local_gradients()
+    precision.unscale(opt)
+    ids, grads = opt.local_gradients()
+    assert ids.tolist() == [1, 2, 2, 3] and torch.equal(grads, torch.tensor([[1.0] * 2] * 2 + [[-3.0] * 2] * 2))
+    precision.step(opt)
+    precision.update()
+    assert emb.weights[:, 0].tolist() == [0.0, -0.5, 0.5, 0.5]
+    emb(torch.tensor([0, 1])).sum().mul(float("inf")).backward()  # overflow in a stashed micro-batch
+    opt.stash_local_gradients()
+    precision.scale(emb(torch.tensor([0, 1])).sum()).backward()
+    precision.unscale(opt)
+    precision.step(opt)
+    precision.update()
+    assert emb.weights[:, 0].tolist() == [0.0, -0.5, 0.5, 0.5] and precision.scaler.get_scale() == scale / 2

@@ -66,7 +66,16 @@ class Precision:
     def unscale(self, optimizer: torch.optim.Optimizer) -> None:
         """Gradients back to their true size (before clipping or measuring them); once per step."""
         if self.scaler is not None and id(optimizer) not in self._unscaled:
+            pending = getattr(optimizer, "pending_gradients", [])  # earlier micro-batches' puzzle rows
+            if pending and not all(bool(torch.isfinite(g).all()) for _, g in pending):
+                for group in optimizer.param_groups:  # let the scaler see the overflow: the step is skipped
+                    for p in group["params"]:
+                        if p.requires_grad:
+                            p.grad = torch.full_like(p, float("nan"))
             self.scaler.unscale_(optimizer)
+            inv_scale = 1.0 / self.scaler.get_scale()
+            for _, grads in pending:
+                grads.mul_(inv_scale)
             self._unscaled.add(id(optimizer))
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
