@@ -215,3 +215,31 @@ def test_curriculum_trains_shallow_first_evaluates_full_and_resumes_exactly(data
     for key in full:
         assert torch.equal(split[key], full[key]), key
     assert "H_cycles: 2" in (tmp_path / "split" / "step_00000006" / "config.yaml").read_text()
+
+
+def test_compiled_graphs_are_kept_per_depth():
+    """torch.compile traces once per (H_cycles, L_cycles) and reuses the graph when a depth comes back."""
+    from models.config import ArchConfig
+    from models.registry import build_model
+    from training.curriculum import set_depth
+
+    arch = ArchConfig(hidden_size=32, num_heads=2, L_layers=1, H_cycles=2, L_cycles=2, puzzle_emb_ndim=32,
+                      puzzle_emb_len=1, forward_dtype="float32", halt_max_steps=2)
+    head = build_model(arch, batch_size=2, seq_len=16, vocab_size=12, num_puzzle_identifiers=3)
+    graphs: list[int] = []
+
+    def counting_backend(gm, example_inputs):  # no code generation: only counts the traced graphs
+        graphs.append(1)
+        return gm.forward
+
+    torch._dynamo.reset()
+    model = torch.compile(head, backend=counting_backend)
+    batch = {"inputs": torch.randint(0, 12, (2, 16)), "labels": torch.randint(0, 12, (2, 16)),
+             "puzzle_identifiers": torch.tensor([1, 2])}
+    counts = []
+    for depth in ((1, 1), (2, 2), (1, 1), (2, 2)):
+        set_depth(head, *depth)
+        model(carry=head.initial_carry(batch), batch=batch, return_keys=())
+        counts.append(len(graphs))
+    torch._dynamo.reset()
+    assert counts == [1, 2, 2, 2]
