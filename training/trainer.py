@@ -7,6 +7,11 @@ optimizer's all-gather), learning rates from one warmup + cosine schedule, EMA u
 ``eval_interval`` epochs: evaluation (EMA weights when ema=True) through the configured evaluators,
 then a checkpoint. A re-run of the same command resumes from the newest complete checkpoint.
 
+The optional everyday features sit in their own modules behind small hooks here: micro-batches of
+gradient_accumulation_steps (training/accumulation.py), gradient norm / clipping / monitor
+(grad_monitor.py), fp16 loss scaling (precision.py), the depth curriculum (curriculum.py) and the best
+checkpoint (best_checkpoint.py).
+
 Each periodic duty asks for itself: ``_checkpoint_due``, ``_eval_due``; the set-up lives in
 ``__init__`` in the order the pieces depend on each other.
 
