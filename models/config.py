@@ -25,6 +25,11 @@ class LossConfig:
     name: str = "ACTLossHead"
     # Per-token loss: "stablemax_cross_entropy" (reference ARC default) or "softmax_cross_entropy".
     loss_type: str = "stablemax_cross_entropy"
+    # Extra loss terms (models/losses.py), logged separately; the defaults leave the reference loss bit for bit.
+    # Weight of label cells that differ from the input cell (1.0 = reference: every cell counts the same).
+    changed_cell_weight: float = 1.0
+    # ACT ponder cost: each ACT step a row takes adds ponder_cost x -log sigmoid(q_halt) (0 = off).
+    ponder_cost: float = 0.0
 
 
 @dataclass
@@ -89,6 +94,8 @@ class ArchConfig:
         """Raise ValueError naming the offending field for values the models cannot run with."""
         if self.loss.loss_type not in LOSS_TYPES:
             raise ValueError(f"arch.loss.loss_type={self.loss.loss_type!r}; valid: {', '.join(LOSS_TYPES)}")
+        if self.loss.changed_cell_weight < 0 or self.loss.ponder_cost < 0:
+            raise ValueError("arch.loss.changed_cell_weight and arch.loss.ponder_cost must be >= 0")
         if self.pos_encodings not in POS_ENCODINGS:
             raise ValueError(f"arch.pos_encodings={self.pos_encodings!r}; valid: {', '.join(POS_ENCODINGS)}")
         if self.forward_dtype not in FORWARD_DTYPES:

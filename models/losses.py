@@ -8,7 +8,13 @@ ACTLossHead(model, loss_type) calls ``model(carry, batch) -> (new_carry, outputs
 ``(new_carry, loss, metrics, preds, all_finish)``:
   loss    = lm_loss + 0.5 * (q_halt_loss + q_continue_loss), each SUMMED over the batch
             (lm_loss of a row = its per-token loss summed and divided by its count of valid labels);
-            the trainer divides by the global batch size.
+            the trainer divides by the global batch size. Two optional terms (off by default, and then
+            not computed at all, so the loss is the reference's bit for bit):
+            changed_cell_loss = (w - 1) * per-token loss of the cells whose label differs from the
+              input, per row divided by the same label count: lm_loss + changed_cell_loss weights those
+              cells by w = changed_cell_weight (the cells a model that copies its input gets wrong);
+            ponder_loss = ponder_cost * sum over rows of -log sigmoid(q_halt_logit): every ACT step a
+              row takes pays it once, pushing the halting head toward stopping earlier.
   metrics = 0-d tensors summed over rows that halted this step and have labels: count, accuracy
             (per-row token accuracy), exact_accuracy, q_halt_accuracy, steps, lm_loss, q_halt_loss,
             q_continue_loss. The trainer all-reduces and divides by count.
@@ -66,13 +72,16 @@ class ACTLossHead(nn.Module):
     """Loss and metrics around an ACT model (TRM, HRM, baseline); the model lives in ``self.model``
     so state-dict keys are ``model.<...>`` as in the reference checkpoints."""
 
-    def __init__(self, model: nn.Module, loss_type: str = "stablemax_cross_entropy") -> None:
+    def __init__(self, model: nn.Module, loss_type: str = "stablemax_cross_entropy",
+                 changed_cell_weight: float = 1.0, ponder_cost: float = 0.0) -> None:
         super().__init__()
         if loss_type not in LOSS_FUNCTIONS:
             raise ValueError(f"unknown loss_type {loss_type!r}; valid: {', '.join(LOSS_FUNCTIONS)}")
         self.model = model
         self.loss_type = loss_type
         self.loss_fn = LOSS_FUNCTIONS[loss_type]
+        self.changed_cell_weight = float(changed_cell_weight)
+        self.ponder_cost = float(ponder_cost)
 
     def initial_carry(self, batch: Dict[str, torch.Tensor]) -> Any:
         return self.model.initial_carry(batch)
@@ -101,7 +110,8 @@ class ACTLossHead(nn.Module):
                 "steps": torch.where(counted, new_carry.steps, 0).sum(),
             }
 
-        lm_loss = (self.loss_fn(logits, labels, ignore_index=IGNORE_LABEL_ID) / divisor).sum()
+        token_loss = self.loss_fn(logits, labels, ignore_index=IGNORE_LABEL_ID)
+        lm_loss = (token_loss / divisor).sum()
         q_halt_loss = F.binary_cross_entropy_with_logits(q_halt, seq_is_correct.to(q_halt.dtype), reduction="sum")
         q_continue_loss = torch.zeros((), dtype=q_halt_loss.dtype, device=q_halt_loss.device)
         if "target_q_continue" in outputs:
@@ -117,4 +127,13 @@ class ACTLossHead(nn.Module):
             elif key in new_carry.current_data:
                 preds[key] = new_carry.current_data[key]
         loss = lm_loss + 0.5 * (q_halt_loss + q_continue_loss)
+        if self.changed_cell_weight != 1.0:
+            changed = mask & (labels != new_carry.current_data["inputs"].to(labels.dtype))
+            changed_cell_loss = (self.changed_cell_weight - 1.0) * (torch.where(changed, token_loss, 0) / divisor).sum()
+            loss = loss + changed_cell_loss
+            metrics["changed_cell_loss"] = changed_cell_loss.detach()
+        if self.ponder_cost != 0.0:
+            ponder_loss = self.ponder_cost * F.softplus(-q_halt.to(torch.float32)).sum()  # -log sigmoid(q)
+            loss = loss + ponder_loss
+            metrics["ponder_loss"] = ponder_loss.detach()
         return new_carry, loss, metrics, preds, new_carry.halted.all()

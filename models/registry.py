@@ -66,7 +66,8 @@ def build_model(arch: ArchConfig, *, batch_size: int, seq_len: int, vocab_size: 
     builder = MODEL_REGISTRY[canonical_model_name(arch.name)]
     model = builder(arch, batch_size=batch_size, seq_len=seq_len, vocab_size=vocab_size,
                     num_puzzle_identifiers=num_puzzle_identifiers, causal=causal)
-    return ACTLossHead(model, arch.loss.loss_type)
+    return ACTLossHead(model, arch.loss.loss_type, changed_cell_weight=arch.loss.changed_cell_weight,
+                       ponder_cost=arch.loss.ponder_cost)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

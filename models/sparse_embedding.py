@@ -98,6 +98,37 @@ class SparseSignSGD(Optimizer):
             raise ValueError(f"lr and weight_decay must be >= 0 (got {lr}, {weight_decay})")
         # world_size is accepted for reference compatibility; the process group decides.
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay))
+        # (ids, grads) of earlier micro-batches of this step (gradient accumulation): the per-batch copy
+        # is refilled by every forward, so its rows' gradients are set aside before the next one.
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    @torch.no_grad()
+    def stash_local_gradients(self) -> None:
+        """Set this micro-batch's row gradients aside (and clear them); step() applies them all."""
+        for group in self.param_groups:
+            local_weights, ids, _ = self._split(group["params"])
+            if local_weights.grad is not None:
+                self._pending.append((ids.clone(), local_weights.grad.clone()))
+                local_weights.grad = None
+
+    @property
+    def pending_gradients(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return self._pending
+
+    def local_gradients(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(ids, row gradients) of this rank for the step so far: stashed micro-batches + the current one."""
+        parts = list(self._pending)
+        for group in self.param_groups:
+            local_weights, ids, _ = self._split(group["params"])
+            if local_weights.grad is not None:
+                parts.append((ids, local_weights.grad))
+        if not parts:
+            return None
+        return torch.cat([i for i, _ in parts]), torch.cat([g for _, g in parts])
+
+    def zero_grad(self, set_to_none: bool = True) -> None:  # type: ignore[override]
+        self._pending.clear()
+        super().zero_grad(set_to_none=set_to_none)
 
     @staticmethod
     def _split(group_params):
@@ -118,9 +149,16 @@ class SparseSignSGD(Optimizer):
     def step(self, closure=None):  # type: ignore[override]
         for group in self.param_groups:
             local_weights, ids, table = self._split(group["params"])
-            if local_weights.grad is None:
+            if self._pending:  # several micro-batches: their rows are summed per id like one batch's
+                gathered = self.local_gradients()
+                assert gathered is not None
+                ids, grads = gathered
+            elif local_weights.grad is None:
                 continue
-            all_grads = _gather_across_ranks(local_weights.grad)
+            else:
+                grads = local_weights.grad
+            all_grads = _gather_across_ranks(grads)
             all_ids = _gather_across_ranks(ids)
             sparse_sign_sgd_update(table, all_ids, all_grads, lr=group["lr"], weight_decay=group["weight_decay"])
+        self._pending.clear()
         return None

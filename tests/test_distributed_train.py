@@ -73,3 +73,14 @@ def test_two_processes_resume_where_they_stopped(tmp_path):
     assert [r["step"] for r in log if "train/lm_loss" in r] == [1, 2, 3, 4, 5, 6]
     for key in straight:
         torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=1e-5, msg=key)
+
+
+def test_two_processes_with_gradient_accumulation_match_one_process(tmp_path):
+    """K=2 micro-batches of 1 row per rank (DDP syncs on the second only, puzzle-row gradients of both
+    micro-batches are summed per id across ranks) = one process with its whole batch of 4."""
+    data = tmp_path / "data"
+    write_tiny_dataset(data, num_tasks=4, augs_per_task=1, examples_per_puzzle=2)
+    single = _run([sys.executable], data, tmp_path / "single")
+    double = _run(TORCHRUN, data, tmp_path / "double", extra=("gradient_accumulation_steps=2",))
+    for key in single:
+        torch.testing.assert_close(double[key], single[key], rtol=0, atol=1e-5, msg=key)

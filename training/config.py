@@ -28,6 +28,9 @@ DISTRIBUTED_STRATEGIES = ("ddp", "fsdp2")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 CARRY_POLICIES = ("reset", "restore")
 REINIT_STRATEGIES = ("mean", "normal")
+OPTIMIZERS = ("adam_atan2", "adamw")
+BEST_MODES = ("max", "min")
+LOGGERS = ("console", "jsonl", "wandb", "tensorboard")
 
 
 @dataclass
@@ -148,8 +151,10 @@ class PretrainConfig:
     device: str = "auto"
     # torch.compile the model; None = on for CUDA (env DISABLE_COMPILE turns it off, as the reference).
     compile: Optional[bool] = None
-    # bfloat16 autocast; None = on for CUDA. Off (and on CPU/MPS) the model computes in float32.
-    autocast: Optional[bool] = None
+    # Compute precision: "bf16", "fp16" (float16 with a gradient scaler: T4, V100, Colab), "off" (float32);
+    # true = arch.forward_dtype as configured, false = off; None = true on CUDA, off elsewhere (CPU/MPS
+    # compute in float32 whatever is asked: models.layers.resolve_forward_dtype). training/precision.py.
+    autocast: Optional[str] = None
     # Multi-process gradient averaging: "ddp" ("fsdp2" is reserved and refused at start-up for now).
     distributed: str = "ddp"
 
@@ -159,11 +164,36 @@ class PretrainConfig:
     # Print the training metrics every N steps (0 = only at evaluations).
     log_interval: int = 50
 
+    # --- Everyday training features (training/accumulation.py, grad_monitor.py, curriculum.py, ...);
+    # every default reproduces the reference ---
+    # Micro-batches per optimizer step: global_batch_size stays the effective batch, each micro-batch has
+    # global_batch_size / (K x ranks) rows and its own ACT carry; DDP synchronises on the last one only.
+    gradient_accumulation_steps: int = 1
+    # Clip the dense weights' gradient norm to this (None = off, as the reference); train/grad_norm is logged anyway.
+    grad_clip_norm: Optional[float] = None
+    # Warn naming a trainable parameter group whose gradient is zero or non-finite for this many
+    # consecutive steps (0 = off); per-group norms are logged every log_interval steps.
+    grad_monitor_patience: int = 100
+    # Dense-weight optimizer: "adam_atan2" (reference) or "adamw" (same betas, weight decay, schedule;
+    # eps adamw_eps). The puzzle table always trains with sign-SGD.
+    optimizer: str = "adam_atan2"
+    adamw_eps: float = 1e-8
+    # Keep the best evaluation's checkpoint as <run>/best (outside the checkpoint_keep rotation) by this
+    # logged evaluation metric (e.g. ARC/pass@2); None = off. checkpoint_best_mode: max or min.
+    checkpoint_best_metric: Optional[str] = None
+    checkpoint_best_mode: str = "max"
+    # Where metrics go: any of console, jsonl, wandb (wandb_mode decides online/offline), tensorboard.
+    loggers: List[str] = field(default_factory=lambda: ["console", "jsonl", "wandb"])
+    # Depth curriculum: a list of {until_fraction or until_step, H_cycles, L_cycles}; training uses the
+    # first entry whose bound is not yet reached, then the arch's own depth. Empty = off.
+    arch_schedule: List[Dict[str, Any]] = field(default_factory=list)
+
     def validate(self) -> None:
         """Raise ValueError naming the field for values the schema's types cannot rule out."""
         choices = {"nonfinite_policy": NONFINITE_POLICIES, "distributed": DISTRIBUTED_STRATEGIES,
                    "wandb_mode": WANDB_MODES, "carry_on_resume": CARRY_POLICIES,
-                   "puzzle_emb_reinit_strategy": REINIT_STRATEGIES}
+                   "puzzle_emb_reinit_strategy": REINIT_STRATEGIES, "optimizer": OPTIMIZERS,
+                   "checkpoint_best_mode": BEST_MODES}
         for key, valid in choices.items():
             if getattr(self, key) not in valid:
                 raise ValueError(f"{key}={getattr(self, key)!r}; valid: {', '.join(valid)}")
@@ -194,7 +224,27 @@ class PretrainConfig:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
         if self.checkpoint_keep < 0:
             raise ValueError("checkpoint_keep must be >= 0")
+        self._validate_training_features()
         self.arch.validate()
+
+    def _validate_training_features(self) -> None:
+        from training.precision import parse_autocast  # the one place autocast spellings are known
+
+        parse_autocast(self.autocast)
+        k = self.gradient_accumulation_steps
+        if k < 1 or self.global_batch_size % k:
+            raise ValueError(f"gradient_accumulation_steps={k} must be >= 1 and divide global_batch_size="
+                             f"{self.global_batch_size}")
+        if self.grad_clip_norm is not None and self.grad_clip_norm <= 0:
+            raise ValueError(f"grad_clip_norm must be > 0 (or null), got {self.grad_clip_norm}")
+        if self.grad_monitor_patience < 0:
+            raise ValueError(f"grad_monitor_patience must be >= 0, got {self.grad_monitor_patience}")
+        unknown = [x for x in self.loggers if x not in LOGGERS]
+        if unknown:
+            raise ValueError(f"loggers: unknown {unknown}; valid: {', '.join(LOGGERS)}")
+        from training.curriculum import parse_schedule
+
+        parse_schedule(self.arch_schedule)
 
 
 def register_configs() -> None:

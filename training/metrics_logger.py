@@ -62,12 +62,22 @@ class NullLogger:
 
 class MetricsLogger(NullLogger):
     def __init__(self, run_dir: str | Path, *, project: str, run_name: str, config: dict[str, Any],
-                 wandb_mode: str = "auto", entity: str | None = None, total_steps: int = 0, initial_step: int = 0):
+                 wandb_mode: str = "auto", entity: str | None = None, total_steps: int = 0, initial_step: int = 0,
+                 loggers: tuple[str, ...] | list[str] = ("console", "jsonl", "wandb")):
         self.run_dir = Path(run_dir)
+        # ``loggers`` (config knob): console prints metrics at log_interval, jsonl writes metrics.jsonl, wandb
+        # follows wandb_mode, tensorboard writes event files (training/tensorboard_logger.py).
+        self.console = "console" in loggers
+        self.jsonl = "jsonl" in loggers
+        self.sinks = []
+        if "tensorboard" in loggers:
+            from training.tensorboard_logger import TensorBoardSink
+
+            self.sinks.append(TensorBoardSink(self.run_dir))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.jsonl_path = self.run_dir / "metrics.jsonl"
         self.bar = tqdm.tqdm(total=total_steps, initial=initial_step, dynamic_ncols=True, desc="train")
-        self.wandb_mode = resolve_wandb_mode(wandb_mode)
+        self.wandb_mode = resolve_wandb_mode(wandb_mode) if "wandb" in loggers else "disabled"
         self.wandb_run = None
         if self.wandb_mode != "disabled":
             self.wandb_run = self._start_wandb(project, run_name, entity, config)
@@ -84,11 +94,14 @@ class MetricsLogger(NullLogger):
 
     def log(self, metrics: dict[str, float], step: int, console: bool = False) -> None:
         metrics = {k: float(v) for k, v in metrics.items()}
-        with open(self.jsonl_path, "a") as f:
-            f.write(json.dumps({"step": step, "time": time.time(), **metrics}) + "\n")
+        if self.jsonl:
+            with open(self.jsonl_path, "a") as f:
+                f.write(json.dumps({"step": step, "time": time.time(), **metrics}) + "\n")
         if self.wandb_run is not None:
             self.wandb_run.log(metrics, step=step)
-        if console:
+        for sink in self.sinks:
+            sink.log(metrics, step)
+        if console and self.console:
             self.message(format_metrics(metrics, step))
 
     def progress(self, step: int) -> None:
@@ -112,6 +125,9 @@ class MetricsLogger(NullLogger):
 
     def close(self) -> None:
         self.bar.close()
+        for sink in self.sinks:
+            sink.close()
+        self.sinks = []
         if self.wandb_run is not None:
             self.wandb_run.finish()
             self.wandb_run = None

@@ -152,3 +152,20 @@ def _foreach_update_same_step(params, grads, exp_avgs, exp_avg_sqs, step: float,
     for m, d in zip(exp_avgs, denoms):
         torch.atan2(m, d, out=d)
     torch._foreach_add_(work, denoms, alpha=-lr / bias_correction1)
+
+
+DENSE_OPTIMIZERS = ("adam_atan2", "adamw")
+
+
+def build_dense_optimizer(name: str, params: list, *, betas: tuple[float, float], weight_decay: float,
+                          eps: float = 1e-8) -> torch.optim.Optimizer:
+    """The dense weights' optimizer (``optimizer=`` knob), built with lr 0: the trainer's schedule sets it.
+
+    ``adamw`` is torch.optim.AdamW with the same betas and decoupled weight decay p <- p(1 - lr wd) as
+    AdamATan2, so only the update rule differs (m / (sqrt(v) + eps) instead of atan2).
+    """
+    if name == "adam_atan2":
+        return AdamATan2(params, lr=0.0, betas=betas, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=0.0, betas=betas, weight_decay=weight_decay, eps=eps)
+    raise ValueError(f"optimizer={name!r}; valid: {', '.join(DENSE_OPTIMIZERS)}")

@@ -7,6 +7,11 @@ optimizer's all-gather), learning rates from one warmup + cosine schedule, EMA u
 ``eval_interval`` epochs: evaluation (EMA weights when ema=True) through the configured evaluators,
 then a checkpoint. A re-run of the same command resumes from the newest complete checkpoint.
 
+The optional everyday features sit in their own modules behind small hooks here: micro-batches of
+gradient_accumulation_steps (training/accumulation.py), gradient norm / clipping / monitor
+(grad_monitor.py), fp16 loss scaling (precision.py), the depth curriculum (curriculum.py) and the best
+checkpoint (best_checkpoint.py).
+
 Each periodic duty asks for itself: ``_checkpoint_due``, ``_eval_due``; the set-up lives in
 ``__init__`` in the order the pieces depend on each other.
 
@@ -35,13 +40,18 @@ from models.lora import maybe_apply_lora, stays_trainable
 from models.registry import build_model, count_parameters
 from models.sparse_embedding import SparseSignSGD
 from training import state as st
+from training.accumulation import Accumulator
+from training.best_checkpoint import BestCheckpoint
 from training.checkpoint import find_latest_checkpoint, load_checkpoint, save_checkpoint
 from training.checkpoint_config import arch_for_post_training
 from training.config import PretrainConfig
+from training.curriculum import Curriculum
 from training.ema import EMA
 from training.evaluation import Evaluation
+from training.grad_monitor import GradMonitor
 from training.metrics_logger import MetricsLogger, NullLogger, format_metrics
-from training.optimizers import AdamATan2
+from training.optimizers import build_dense_optimizer
+from training.precision import Precision, resolve_precision
 from training.progress import startup_line
 from training.schedule import lr_at_step
 from utils.distributed import (barrier, broadcast_object, destroy_distributed, init_distributed, print0,
@@ -108,10 +118,10 @@ class Trainer:
         # Model: same seed on every rank, then rank 0's weights broadcast to be sure.
         st.seed_everything(cfg.seed)
         arch = copy.deepcopy(cfg.arch)
-        self.bf16 = cfg.autocast if cfg.autocast is not None else self.device.type == "cuda"
-        if not self.bf16:
-            arch.forward_dtype = "float32"
-        self.head = build_model(arch, batch_size=cfg.global_batch_size // world, seq_len=meta.seq_len,
+        arch.forward_dtype, use_scaler = resolve_precision(cfg.autocast, self.device, arch.forward_dtype)
+        self.bf16 = arch.forward_dtype == "bfloat16"
+        micro_batch = cfg.global_batch_size // (world * cfg.gradient_accumulation_steps)
+        self.head = build_model(arch, batch_size=micro_batch, seq_len=meta.seq_len,
                                 vocab_size=meta.vocab_size, num_puzzle_identifiers=meta.num_puzzle_identifiers)
         if cfg.load_checkpoint and not resume_from:  # before this run's adapters exist: saved ones merge
             for note in st.load_initial_weights(self.head, cfg.load_checkpoint, cfg.puzzle_emb_reinit_strategy,
@@ -136,16 +146,22 @@ class Trainer:
             self.optimizers.append(SparseSignSGD(self.puzzle_emb.buffers(), lr=0.0, weight_decay=cfg.puzzle_emb_weight_decay))
             self.base_lrs.append(cfg.puzzle_emb_lr)
         if not cfg.freeze_weights or self.freeze_until_step < self.total_steps:
-            self.optimizers.append(AdamATan2([p for n, p in self.head.named_parameters() if self._trains(n)],
-                                             lr=0.0, betas=(cfg.beta1, cfg.beta2),
-                                             weight_decay=cfg.weight_decay))
+            self.optimizers.append(build_dense_optimizer(
+                cfg.optimizer, [p for n, p in self.head.named_parameters() if self._trains(n)],
+                betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay, eps=cfg.adamw_eps))
             self.base_lrs.append(cfg.lr)
         self.ema = EMA(self.head, cfg.ema_rate) if cfg.ema else None
+        self.precision = Precision(self.device, use_scaler)
+        self.accumulator = Accumulator(cfg.gradient_accumulation_steps)
+        self.grad_monitor = GradMonitor(self.head.named_parameters, cfg.grad_monitor_patience, cfg.grad_clip_norm,
+                                        warn=lambda text: self.logger.message(text))
+        self.curriculum = Curriculum(cfg.arch_schedule, arch, self.total_steps)
+        self.ddp_model: torch.nn.Module | None = None
 
         # Loop state.
         self.step = 0
         self.iteration = 0  # loader passes whose evaluation has run
-        self.carry: Any = None
+        self.carry: Any = None  # one ACT carry; a list of them with gradient_accumulation_steps > 1
         self.nonfinite_skipped = 0
         self.stopped_by_time = False
         self.step_seconds: float | None = None  # smoothed duration of a training step in this process
@@ -157,6 +173,8 @@ class Trainer:
         self._configure_trunk(trainable=self.step >= self.freeze_until_step)
         self.evaluation = Evaluation.create(self, workers)
 
+        self.best = BestCheckpoint(self.run_dir, cfg.checkpoint_best_metric, cfg.checkpoint_best_mode,
+                                   message=lambda text: self.logger.message(text))
         self.hub_pusher = None
         if cfg.hub_repo_id and self.info.is_main:
             from training.hub import HubPusher
@@ -173,7 +191,8 @@ class Trainer:
             self.logger = MetricsLogger(self.run_dir, project=cfg.project_name, run_name=cfg.run_name,
                                         config=OmegaConf.to_container(OmegaConf.structured(cfg)),
                                         wandb_mode=cfg.wandb_mode, entity=cfg.entity,
-                                        total_steps=self.step_budget, initial_step=self.step)
+                                        total_steps=self.step_budget, initial_step=self.step,
+                                        loggers=list(cfg.loggers))
             self.logger.log({"num_params": count_parameters(self.head)}, step=self.step)
 
     # ----- set-up helpers ------------------------------------------------------------------------
@@ -193,8 +212,9 @@ class Trainer:
         for name, p in self.head.named_parameters():
             p.requires_grad_(trainable and self._trains(name))
         model: torch.nn.Module = self.head
+        self.ddp_model = None
         if trainable and self.info.world_size > 1:
-            model = self._wrap_distributed(model)
+            model = self.ddp_model = self._wrap_distributed(model)
         self.train_model = torch.compile(model) if self._compile_enabled() else model
         self.eval_model = torch.compile(self.head) if self._compile_enabled() else self.head
 
@@ -282,12 +302,9 @@ class Trainer:
     def train_step(self, batch: dict[str, torch.Tensor], global_batch_size: int) -> dict[str, float] | None:
         cfg = self.cfg
         self._configure_trunk(trainable=self.step >= self.freeze_until_step)
+        self.curriculum.apply(self.head, self.step)
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        if self.carry is None:
-            self.carry = self.head.initial_carry(batch)
-        self.carry, loss, metrics, _, _ = self.train_model(carry=self.carry, batch=batch, return_keys=())
-        # DDP averages gradients over ranks; scaling by world/global makes that the reference's sum / global.
-        (loss * (self.info.world_size / global_batch_size)).backward()
+        loss, metrics = self.accumulator.forward_backward(self, batch, global_batch_size)
 
         keys = sorted(metrics)
         values = st.all_reduce_sum(torch.stack([loss.detach().float()] + [metrics[k].float() for k in keys]))
@@ -296,16 +313,21 @@ class Trainer:
             return self._non_finite(float(values[0]))
 
         self.step += 1
+        console = cfg.log_interval > 0 and self.step % cfg.log_interval == 0
+        for optimizer in self.optimizers:
+            self.precision.unscale(optimizer)
+        grad_metrics = self.grad_monitor.process(self.optimizers, per_group=console)
         lr = 0.0
         for optimizer, base_lr in zip(self.optimizers, self.base_lrs):
             lr = lr_at_step(self.step, base_lr=base_lr, warmup_steps=cfg.lr_warmup_steps,
                             total_steps=self.total_steps, min_ratio=cfg.lr_min_ratio)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            if isinstance(optimizer, AdamATan2) and not self.trunk_trainable:
+            if not isinstance(optimizer, SparseSignSGD) and not self.trunk_trainable:
                 continue  # frozen trunk: no gradients, no weight decay
-            optimizer.step()
+            self.precision.step(optimizer)
             optimizer.zero_grad(set_to_none=True)
+        self.precision.update()
         if self.ema is not None:
             self.ema.update(self.head)
 
@@ -315,7 +337,7 @@ class Trainer:
         out = {f"train/{k}": v / (global_batch_size if k.endswith("loss") else count)
                for k, v in reduced.items() if count > 0 or k.endswith("loss")}
         out["train/lr"] = lr
-        console = cfg.log_interval > 0 and self.step % cfg.log_interval == 0
+        out.update(grad_metrics)
         self.logger.log(out, step=self.step, console=console)
         self.logger.progress(self.step)
         return out
@@ -340,6 +362,7 @@ class Trainer:
             return None
         started = time.time()
         self.logger.pause_clock()
+        self.curriculum.use_full_depth(self.head)
         metrics = self.evaluation.run(self)
         self.last_eval_seconds = took = time.time() - started
         self.logger.resume_clock()  # the training bar's rate leaves the evaluation out
@@ -361,7 +384,8 @@ class Trainer:
         return {"step": self.step, "iteration": self.iteration, "total_steps": self.total_steps,
                 "world_size": self.info.world_size, "carry_policy": self.cfg.carry_on_resume,
                 "optimizers": [opt.state_dict() for opt in self.optimizers],
-                "nonfinite_skipped": self.nonfinite_skipped, "per_rank": per_rank}
+                "nonfinite_skipped": self.nonfinite_skipped, "per_rank": per_rank,
+                **({"grad_scaler": self.precision.state_dict()} if self.precision.enabled else {})}
 
     def save(self, metrics: dict[str, float] | None = None) -> None:
         train_state = self._train_state()  # a collective: every rank takes part
@@ -372,6 +396,7 @@ class Trainer:
                                    ema_state=self.ema.state_dict() if self.ema else None, metrics=metrics,
                                    extra_files=extra, keep=self.cfg.checkpoint_keep)
             self.logger.message(f"checkpoint {path}")
+            self.best.consider(path, metrics)
             if self.hub_pusher is not None:
                 self.hub_pusher.submit(path)  # uploads in the background; a failure only logs a warning
 
@@ -391,6 +416,7 @@ class Trainer:
             optimizer.load_state_dict(state)
         self.step, self.iteration = ts["step"], ts["iteration"]
         self.nonfinite_skipped = ts.get("nonfinite_skipped", 0)
+        self.precision.load_state_dict(ts.get("grad_scaler"))
         rank, same_world = self.info.rank, ts["world_size"] == self.info.world_size
         mine = ts["per_rank"][rank if same_world else 0]
         self.train_loader.load_state_dict(mine["loader"])  # every rank walks the same global plan
