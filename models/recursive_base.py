@@ -123,4 +123,6 @@ class RecursiveInner(nn.Module):
         def restart(name: str) -> torch.Tensor:
             current = getattr(carry, name)
             return where_rows(reset, getattr(self, f"{name[2:]}_init").to(current.dtype).expand_as(current), current)
-        return self.carry_type(**{f.name: restart(f.name) for f in dataclasses.fields(self.carry_type)})
+        # Fields of the instance, not of the class: torch.compile traces dataclasses.fields(instance)
+        # but breaks the graph on a class object (3 graphs per forward instead of 1).
+        return self.carry_type(**{f.name: restart(f.name) for f in dataclasses.fields(carry)})
