@@ -14,7 +14,7 @@ import numpy as np
 from evaluators.voting import rank_answers
 from seal.config import Recipe
 from seal.evaluate import answer_task
-from seal.model import attach_lora
+from seal.model import attach_lora, quiet_peft
 from seal.self_edit import task_seed
 from seal.tasks import ArcTask
 from seal.train import num_steps, train_supervised
@@ -78,7 +78,8 @@ def evaluate_task_adapters(session, task: ArcTask, slots: list[dict]) -> dict:
             continue
         name = f"recipe_{k}"
         if peft_model is None:
-            peft_model = PeftModel.from_pretrained(session.model, slot["adapter"], adapter_name=name)
+            with quiet_peft():
+                peft_model = PeftModel.from_pretrained(session.model, slot["adapter"], adapter_name=name)
         else:
             peft_model.load_adapter(slot["adapter"], adapter_name=name)
             peft_model.set_adapter(name)
