@@ -51,10 +51,7 @@ def judge_prompt(question: str, gold: str, prediction: str) -> str:
 
 
 def parse_verdict(reply: str) -> str:
-    """'yes', 'no' or 'unparseable': the reply's first word decides; else a lone yes or no in it."""
-    words = re.findall(r"[a-z]+", reply.lower())
-    if words and words[0] in ("yes", "no"):
-        return words[0]
+    """'yes' or 'no' when the reply holds exactly one of those words, else 'unparseable'."""
     has_yes, has_no = bool(_YES.search(reply)), bool(_NO.search(reply))
     if has_yes != has_no:
         return "yes" if has_yes else "no"
