@@ -84,5 +84,4 @@ def run_stage(cfg, tasks: Optional[list] = None) -> dict:
         return run_cpt(session)
     propose = lambda r: (lambda item: session.domain.propose(session, item, r))  # noqa: E731
     rounds = run_rounds(session, propose, cfg.stage.rounds, _wandb_logger(cfg))
-    session.domain.after_loop(session, rounds) if hasattr(session.domain, "after_loop") else None
     return {"rounds": rounds}

@@ -143,3 +143,13 @@ def test_preset_test_runs_the_whole_loop_to_restem(tmp_path):
     trend = json.loads((run / "trend.json").read_text())
     assert trend["round"] == [0, 1] and trend["baseline"] == [0.0, 0.0]
     assert (run / "trend.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cpt_mode_one_adapter_over_all_passages(tiny_model_dir, tmp_path):  # noqa: F811
+    cfg = knowledge_config(tmp_path, tiny_model_dir, mode="cpt", epochs=1)
+    out = run_stage(cfg, PASSAGES)
+    adapter = json.loads((tmp_path / "cpt" / "adapters" / "0.json").read_text())
+    # One adapter trained on both passages' self-edits (plus each passage itself), answering both.
+    assert adapter["num_sequences"] >= 4 and set(adapter["answers"]) == {"quor", "drell"}
+    assert out["summary"]["num_passages"] == 2 and out["summary"]["num_self_edits"] == 2
+    assert set(json.loads((tmp_path / "cpt" / "results.json").read_text())["passages"]) == {"quor", "drell"}
