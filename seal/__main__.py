@@ -33,6 +33,8 @@ ConfigStore.instance().store(name="seal_schema", node=SealConfig)
 
 def to_dataclass(cfg: DictConfig) -> SealConfig:
     merged = OmegaConf.merge(OmegaConf.structured(SealConfig), cfg)
+    if merged.output_dir:  # before interpolations resolve, so ${run_dir} (model=tiny) follows it
+        merged.run_dir = merged.output_dir
     return OmegaConf.to_object(merged)
 
 

@@ -120,7 +120,7 @@ def test_preset_test_runs_the_whole_loop_to_restem(tmp_path):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = to_dataclass(compose(config_name="cfg_seal", overrides=["preset=test", f"output_dir={tmp_path}"]))
     assert (cfg.domain, cfg.stage.rounds, cfg.run_dir, cfg.knowledge.source) == ("knowledge", 2, str(tmp_path), "invented")
-    cfg.model.name_or_path = str(tmp_path / "tiny_model")  # the preset's ${run_dir} was resolved before output_dir
+    assert cfg.model.name_or_path == str(tmp_path / "tiny_model") and cfg.model.build_tiny == "knowledge"
     prepare_model(cfg)
     out = run_stage(cfg)
     run = Path(cfg.run_dir)
@@ -143,6 +143,24 @@ def test_preset_test_runs_the_whole_loop_to_restem(tmp_path):
     trend = json.loads((run / "trend.json").read_text())
     assert trend["round"] == [0, 1] and trend["baseline"] == [0.0, 0.0]
     assert (run / "trend.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_presets_compose_with_overrides_after_them():
+    from hydra import compose, initialize_config_dir
+
+    from seal.__main__ import CONFIG_DIR, to_dataclass
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        squad = to_dataclass(compose(config_name="cfg_seal", overrides=[
+            "preset=knowledge_incorporation_squad", "model=qwen2_5_7b_4bit", "max_iterations=3", "lora.r=16"]))
+        arc = to_dataclass(compose(config_name="cfg_seal", overrides=["preset=few_shot_learning_arc"]))
+    assert (squad.domain, squad.model.name_or_path, squad.model.quantization) == ("knowledge", "Qwen/Qwen2.5-7B", "4bit")
+    assert (squad.lora.r, squad.lora.alpha, squad.stage.rounds) == (16, 64, 3)
+    k = squad.knowledge
+    assert (k.source, k.num_self_edits, k.temperature, k.top_p, k.epochs, k.learning_rate, k.batch_size) == (
+        "hub", 5, 1.0, 0.95, 10, 1e-3, 1)
+    assert (arc.domain, arc.model.name_or_path, arc.lora.r, arc.data.preset) == (
+        "arc", "meta-llama/Llama-3.2-1B-Instruct", 128, "seal_training")
 
 
 def test_cpt_mode_one_adapter_over_all_passages(tiny_model_dir, tmp_path):  # noqa: F811
