@@ -154,6 +154,8 @@ def test_presets_compose_with_overrides_after_them():
         squad = to_dataclass(compose(config_name="cfg_seal", overrides=[
             "preset=knowledge_incorporation_squad", "model=qwen2_5_7b_4bit", "max_iterations=3", "lora.r=16"]))
         arc = to_dataclass(compose(config_name="cfg_seal", overrides=["preset=few_shot_learning_arc"]))
+        single = to_dataclass(compose(config_name="cfg_seal", overrides=["preset=test", "stage=evaluate"]))
+    assert (single.stage.name, single.domain) == ("evaluate", "knowledge")  # a preset never overrides the stage
     assert (squad.domain, squad.model.name_or_path, squad.model.quantization) == ("knowledge", "Qwen/Qwen2.5-7B", "4bit")
     assert (squad.lora.r, squad.lora.alpha, squad.stage.rounds) == (16, 64, 3)
     k = squad.knowledge
