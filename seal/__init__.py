@@ -1,4 +1,5 @@
-"""SEAL (Self-Adapting LLMs) on ARC: an LLM + LoRA that writes its own test-time training recipes.
+"""SEAL (Self-Adapting LLMs): an LLM + LoRA that writes its own fine-tuning data (self-edits).
 
-Run ``python -m seal stage=loop`` (see ``seal/__main__.py``); the stages live in ``seal/stages.py``.
+Run ``python -m seal [preset=...] [stage=...]`` (see ``seal/__main__.py``). One self-edit loop
+(``seal/loop.py``) drives every domain in ``seal/domains/``: few-shot ARC and knowledge incorporation.
 """

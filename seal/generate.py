@@ -32,6 +32,7 @@ def generate(
     batch_size: int,
     temperature: float = 0.0,
     num_return_sequences: int = 1,
+    top_p: float = 1.0,
 ) -> list[Generation]:
     """Generate for each prompt (``num_return_sequences`` each, in order); greedy when temperature is 0."""
     device = next(model.parameters()).device
@@ -51,7 +52,7 @@ def generate(
         num_return_sequences=num_return_sequences,
     )
     if sampling:
-        options.update(temperature=temperature, top_p=1.0, top_k=0)
+        options.update(temperature=temperature, top_p=top_p, top_k=0)
     else:
         options.update(temperature=None, top_p=None, top_k=None)
     results: list[Generation] = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -114,12 +116,25 @@ def attach_lora(model, lora_cfg, precision: Precision, gradient_checkpointing: b
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    peft_model = get_peft_model(model, lora_config(lora_cfg))
+    with quiet_peft():
+        peft_model = get_peft_model(model, lora_config(lora_cfg))
     if precision.fp32_adapters:
         for p in peft_model.parameters():
             if p.requires_grad:
                 p.data = p.data.float()
     return peft_model
+
+
+@contextlib.contextmanager
+def quiet_peft():
+    """Silence the one deprecation peft triggers on transformers 5 when wrapping a model.
+
+    peft reads ``model.is_gradient_checkpointing`` (renamed ``is_activation_checkpointing``);
+    the warning is about peft's code, not ours, and would fire once per adapter.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def sliced_lm_loss(model, input_ids, attention_mask, labels) -> torch.Tensor:

@@ -16,13 +16,21 @@ from seal.ttt_data import TrainExample
 from utils.io import atomic_directory
 
 
-def restem_examples(tokenizer, pairs: list[tuple[list[dict], str]], date_string: str) -> list[TrainExample]:
-    """Tokenize (messages, response) pairs; the template text already holds BOS, so none is added."""
+def restem_examples(tokenizer, pairs: list[tuple[list[dict] | str, str]], date_string: str) -> list[TrainExample]:
+    """Tokenize (prompt, response) pairs; only the response (and its end marker) is supervised.
+
+    A prompt is chat messages (rendered by the tokenizer's template, which holds BOS) or plain
+    text (BOS prepended when the tokenizer has one, the response closed by EOS), as each domain
+    prompts its model.
+    """
     out = []
     for messages, response in pairs:
-        prompt, completion = prompt_and_completion(
-            tokenizer, messages, {"role": "assistant", "content": response}, date_string
-        )
+        if isinstance(messages, str):
+            prompt, completion = (tokenizer.bos_token or "") + messages, response + tokenizer.eos_token
+        else:
+            prompt, completion = prompt_and_completion(
+                tokenizer, messages, {"role": "assistant", "content": response}, date_string
+            )
         ids, labels = encode_pair(tokenizer, prompt, completion, all_tokens=False)
         out.append(TrainExample(ids, labels))
     return out

