@@ -49,4 +49,4 @@ def test_training_entry_points_list_only_their_groups(entry):
 
 
 def test_seal_lists_its_own_groups():
-    assert groups(run_help("-m", "seal")) == {"data", "lora", "model", "stage"}
+    assert groups(run_help("-m", "seal")) == {"data", "lora", "model", "preset", "stage"}
