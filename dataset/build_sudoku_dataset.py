@@ -69,10 +69,12 @@ class SudokuTransforms:
         r, c = self.row_perm[:, _ROW], self.col_perm[:, _COL]
         return np.where(self.transpose[:, None], c * 9 + r, r * 9 + c)
 
-    def apply(self, boards: np.ndarray) -> np.ndarray:
-        """Copies of ``boards`` [m, 81] (digits 0..9), one transform per row."""
-        moved = np.take_along_axis(boards, self.source_cells(), axis=1)
-        return np.take_along_axis(self.digit_map, moved.astype(np.intp), axis=1).astype(boards.dtype)
+    def apply(self, *boards: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Copies of each of ``boards`` [m, 81] (digits 0..9), one transform per row."""
+        rows = np.arange(len(self.transpose))[:, None]
+        cells = self.source_cells() + 81 * rows  # indices into the flattened boards
+        digit_map = self.digit_map.ravel()
+        return tuple(digit_map[b.ravel()[cells] + 10 * rows].astype(b.dtype) for b in boards)
 
 
 def _band_perm(rng: np.random.Generator, m: int) -> np.ndarray:
@@ -84,7 +86,7 @@ def _band_perm(rng: np.random.Generator, m: int) -> np.ndarray:
 
 def draw_transforms(rng: np.random.Generator, m: int) -> SudokuTransforms:
     digits = np.argsort(rng.random((m, 9)), axis=1) + 1
-    digit_map = np.concatenate([np.zeros((m, 1), dtype=np.int64), digits], axis=1)
+    digit_map = np.concatenate([np.zeros((m, 1), dtype=np.intp), digits], axis=1)
     transpose = rng.random(m) < 0.5
     return SudokuTransforms(digit_map, transpose, _band_perm(rng, m), _band_perm(rng, m))
 
@@ -112,7 +114,7 @@ def _write_block(job: tuple) -> int:
     if num_aug:
         t = block_transforms(seed, start, stop, num_aug)
         originals = np.repeat(np.arange(stop - start), num_aug)
-        q_copies, a_copies = t.apply(questions[originals]), t.apply(answers[originals])
+        q_copies, a_copies = t.apply(questions[originals], answers[originals])
         q_out = np.empty(((stop - start) * group, SEQ_LEN), dtype=np.uint8)
         a_out = np.empty_like(q_out)
         first = np.arange(stop - start) * group
