@@ -9,8 +9,8 @@ blanked), builds them with dataset.build_sudoku_dataset (no copies), trains the 
 config/cfg_sudoku_mlp.yaml shrunk to CPU size for a wall-clock budget, evaluating on the test
 split every few epochs: blank-cell accuracy and exact accuracy against training minutes
 (evaluation time excluded); ``--full`` trains the real 5M TRM-MLP instead (for a GPU). At the end
-the last weights are evaluated again with
-arch.adaptive_halting=True: accuracy and evaluation time next to the full halt_max_steps.
+the last weights are evaluated again with arch.adaptive_halting=True: accuracy and evaluation time
+next to the full halt_max_steps.
 """
 
 from __future__ import annotations

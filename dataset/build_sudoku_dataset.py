@@ -37,8 +37,8 @@ if __package__ in (None, ""):  # run as a script (python dataset/build_sudoku_da
 
 from dataset.build_arc_augment import stable_rng
 from dataset.build_arc_writer import FileHandles, pwrite_all
-from dataset.puzzle_csv import (PuzzleCsvError, check_charset, create_split, csv_path, read_puzzle_csv, select_rows,
-                                worker_count, write_identifiers)
+from dataset.puzzle_csv import (PuzzleCsv, PuzzleCsvError, check_charset, create_split, csv_path, read_puzzle_csv,
+                                select_rows, worker_count, write_identifiers)
 from utils.io import atomic_directory
 
 SEQ_LEN = 81
@@ -129,7 +129,7 @@ def _write_block(job: tuple) -> int:
     return written
 
 
-def load_split(split: str, source_repo: str, source_dir: str | None) -> tuple[np.ndarray, np.ndarray, "object"]:
+def load_split(split: str, source_repo: str, source_dir: str | None) -> tuple[np.ndarray, np.ndarray, PuzzleCsv]:
     """(questions, answers) as digits 0..9 [n, 81] uint8 (0 = blank), checked; and the raw table."""
     path = csv_path(split, source_repo, source_dir)
     table = read_puzzle_csv(path, SEQ_LEN)
