@@ -33,7 +33,7 @@ from dataset.arc_grid import NUM_DIHEDRAL, dihedral_transform
 from dataset.build_arc_augment import stable_rng
 from dataset.build_arc_writer import pwrite_all
 from dataset.build_sudoku_dataset import add_common_args
-from dataset.puzzle_csv import PuzzleCsvError, check_charset, create_split, csv_path, read_puzzle_csv, select_rows, \
+from dataset.puzzle_csv import PuzzleCsvError, create_split, csv_path, decode, read_puzzle_csv, select_rows, \
     write_identifiers
 from utils.io import atomic_directory
 
@@ -43,20 +43,13 @@ VOCAB_SIZE = len(CHARSET) + 1
 GROUPS_PER_BLOCK = 512
 
 
-def encode(codes: np.ndarray) -> np.ndarray:
-    """Character codes -> token ids (charset position + 1)."""
-    lut = np.zeros(256, dtype=np.uint8)
-    lut[np.frombuffer(CHARSET.encode(), dtype=np.uint8)] = np.arange(1, len(CHARSET) + 1)
-    return lut[codes]
-
-
 def load_split(split: str, source_repo: str, source_dir: str | None, side: int | None):
     """(questions, answers) as token ids [n, side*side] uint8, checked; the grid side; the raw table."""
     path = csv_path(split, source_repo, source_dir)
     table = read_puzzle_csv(path, None if side is None else side * side, square=True)
-    check_charset(table.questions, CHARSET, path, "question")
-    check_charset(table.answers, CHARSET, path, "answer")
-    q, a = encode(table.questions), encode(table.answers)
+    ids = list(range(1, len(CHARSET) + 1))
+    q, a = (decode(codes, CHARSET, ids, path, column) for codes, column in ((table.questions, "question"),
+                                                                            (table.answers, "answer")))
     clash = (q != a) & ~((q == OPEN) & (a == PATH))
     if clash.any():
         row, cell = np.argwhere(clash)[0]

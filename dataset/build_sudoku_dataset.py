@@ -37,7 +37,7 @@ if __package__ in (None, ""):  # run as a script (python dataset/build_sudoku_da
 
 from dataset.build_arc_augment import stable_rng
 from dataset.build_arc_writer import FileHandles, pwrite_all
-from dataset.puzzle_csv import (PuzzleCsv, PuzzleCsvError, check_charset, create_split, csv_path, read_puzzle_csv,
+from dataset.puzzle_csv import (PuzzleCsv, PuzzleCsvError, create_split, csv_path, decode, read_puzzle_csv,
                                 select_rows, worker_count, write_identifiers)
 from utils.io import atomic_directory
 
@@ -133,10 +133,8 @@ def load_split(split: str, source_repo: str, source_dir: str | None) -> tuple[np
     """(questions, answers) as digits 0..9 [n, 81] uint8 (0 = blank), checked; and the raw table."""
     path = csv_path(split, source_repo, source_dir)
     table = read_puzzle_csv(path, SEQ_LEN)
-    check_charset(table.questions, QUESTION_CHARSET, path, "question")
-    check_charset(table.answers, ANSWER_CHARSET, path, "answer")
-    q = np.where(table.questions == ord("."), 0, table.questions - ord("0")).astype(np.uint8)
-    a = (table.answers - ord("0")).astype(np.uint8)
+    q = decode(table.questions, QUESTION_CHARSET, [0] + list(range(10)), path, "question")
+    a = decode(table.answers, ANSWER_CHARSET, list(range(1, 10)), path, "answer")
     clash = (q != 0) & (q != a)
     if clash.any():
         row, cell = np.argwhere(clash)[0]

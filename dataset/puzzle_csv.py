@@ -74,8 +74,63 @@ def read_puzzle_csv(path: str, length: int | None = None, square: bool = False) 
     """Read ``source,question,answer,rating`` rows; ``length`` None = the first row's length.
 
     With ``square`` the length must be a perfect square (maze grids). Row numbers in messages count
-    data rows from 1 (the header is row 0).
+    data rows from 1 (the header is row 0). A plain file (ASCII, no quotes, 4 fields and equal
+    lengths on every line: the Hub's files) is split with numpy in whole arrays; anything else goes
+    through the csv module row by row, which also finds the row to name in an error.
     """
+    table = _read_regular(path, Path(path).read_bytes(), length, square)
+    return table if table is not None else _read_rows(path, length, square)
+
+
+def _read_regular(path: str, data: bytes, length: int | None, square: bool) -> PuzzleCsv | None:
+    """The whole file at once when every line is ``source,question,answer,rating`` plainly; else None."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    if not len(buf) or b'"' in data or (buf >= 128).any():
+        return None
+    ends = np.flatnonzero(buf == ord("\n"))
+    if not len(ends) or ends[-1] != len(buf) - 1:
+        ends = np.append(ends, len(buf))  # no newline after the last line
+    starts = np.concatenate([[0], ends[:-1] + 1])[1:]  # data lines (line 0 is the header)
+    ends = ends[1:]
+    ends = ends - (buf[np.maximum(ends - 1, 0)] == ord("\r"))  # CRLF line endings
+    commas = np.flatnonzero(buf == ord(","))
+    first = np.searchsorted(commas, starts)
+    if not len(starts) or (np.searchsorted(commas, ends) - first != 3).any():
+        return None
+    c0, c1, c2 = commas[first], commas[first + 1], commas[first + 2]
+    q_len, a_len = c1 - c0 - 1, c2 - c1 - 1
+    length = int(q_len[0]) if length is None else length
+    if (square and math.isqrt(length) ** 2 != length) or (q_len != length).any() or (a_len != length).any():
+        return None
+    windows = np.lib.stride_tricks.sliding_window_view(buf, length)  # windows[i] = buf[i:i + length], no copy
+    questions, answers = windows[c0 + 1], windows[c1 + 1]
+    ratings, rating_errors = _parse_ratings(buf, c2 + 1, ends)
+    return PuzzleCsv(path, questions, answers, ratings, rating_errors)
+
+
+def _parse_ratings(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """Plain digit strings as int64 in whole arrays; other fields through int() one by one."""
+    widths = ends - starts
+    width = int(widths.max(initial=0))
+    ratings = np.full(len(starts), -1, dtype=np.int64)
+    plain = (widths >= 1) & (widths <= 18)
+    if width:
+        pos = np.minimum(starts[:, None] + np.arange(width), len(buf) - 1)
+        inside = np.arange(width) < widths[:, None]
+        digits = buf[pos].astype(np.int64) - ord("0")
+        plain &= ((digits >= 0) & (digits <= 9) | ~inside).all(axis=1)
+        place = np.where(inside, 10 ** np.clip(widths[:, None] - 1 - np.arange(width), 0, 18), 0)
+        ratings = np.where(plain, (np.where(inside, digits, 0) * place).sum(axis=1), -1)
+    rating_errors = []
+    for k in np.flatnonzero(~plain).tolist():  # signs, spaces, empty fields: whatever int() says
+        try:
+            ratings[k] = int(bytes(buf[starts[k]:ends[k]]).decode())
+        except ValueError:
+            rating_errors.append(k + 1)
+    return ratings, rating_errors
+
+
+def _read_rows(path: str, length: int | None, square: bool) -> PuzzleCsv:
     questions, answers, ratings, rating_errors = [], [], [], []
     block_q: list[str] = []
     block_a: list[str] = []
@@ -115,15 +170,18 @@ def read_puzzle_csv(path: str, length: int | None = None, square: bool = False) 
                      rating_errors)
 
 
-def check_charset(codes: np.ndarray, charset: str, path: str, column: str) -> None:
-    """Raise naming the first row and character of ``codes`` outside ``charset``."""
-    allowed = np.zeros(256, dtype=bool)
-    allowed[np.frombuffer(charset.encode(), dtype=np.uint8)] = True
-    bad = ~allowed[codes]
+def decode(codes: np.ndarray, charset: str, values: list[int], path: str, column: str) -> np.ndarray:
+    """Character codes -> ``values[charset.index(char)]`` (uint8), in one table lookup; raises naming
+    the first row and character outside ``charset``."""
+    lut = np.full(256, 255, dtype=np.uint8)
+    lut[np.frombuffer(charset.encode(), dtype=np.uint8)] = values
+    out = lut[codes]
+    bad = out == 255
     if bad.any():
         row, col = np.argwhere(bad)[0]
         raise PuzzleCsvError(f"{path}: row {row + 1}: {column} has character {chr(codes[row, col])!r} at position "
                              f"{col} outside the charset {charset!r}")
+    return out
 
 
 def select_rows(table: PuzzleCsv, min_difficulty: int | None, subsample_size: int | None,
