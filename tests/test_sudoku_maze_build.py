@@ -258,3 +258,28 @@ def test_maze_bad_input(case, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {train}: {expected}"), err
     assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- CSV reading
+def test_whole_array_reader_equals_the_csv_module_reader(tmp_path):
+    from dataset.puzzle_csv import _read_regular, _read_rows, read_puzzle_csv
+
+    rows = sudoku_rows(40, seed=8)
+    rows[3][3], rows[5][3], rows[7][3], rows[9][3] = "-3", "+12", "x", ""  # int() decides these
+    plain = write_csv(tmp_path / "plain.csv", rows)
+    assert b"\r\n" in plain.read_bytes()  # csv.writer ends lines with CRLF
+    lf = tmp_path / "lf.csv"
+    lf.write_bytes(plain.read_bytes().replace(b"\r\n", b"\n"))
+    quoted = tmp_path / "quoted.csv"
+    write_csv(quoted, [[f"src, with comma {i}", *r[1:]] for i, r in enumerate(rows)])
+    slow = _read_rows(str(plain), None, False)
+    assert slow.rating_errors == [8, 10] and slow.ratings[3] == -3 and slow.ratings[5] == 12
+    for path in (plain, lf):
+        fast = _read_regular(str(path), path.read_bytes(), None, False)
+        assert fast is not None
+        for got in (fast, read_puzzle_csv(str(path))):
+            assert (got.questions == slow.questions).all() and (got.answers == slow.answers).all()
+            assert (got.ratings == slow.ratings).all() and got.rating_errors == slow.rating_errors
+    assert _read_regular(str(quoted), quoted.read_bytes(), None, False) is None  # the csv module's job
+    via_csv = read_puzzle_csv(str(quoted))
+    assert (via_csv.questions == slow.questions).all() and (via_csv.ratings == slow.ratings).all()
