@@ -47,8 +47,6 @@ QUESTION_CHARSET = ".0123456789"  # "0" is a blank too: the reference replaces "
 ANSWER_CHARSET = "123456789"
 ROWS_PER_BLOCK = 16384  # examples built and written at a time per worker
 
-_CELL = np.arange(SEQ_LEN)
-_ROW, _COL = _CELL // 9, _CELL % 9
 
 
 @dataclass
@@ -66,8 +64,11 @@ class SudokuTransforms:
 
     def source_cells(self) -> np.ndarray:
         """[m, 81]: the cell of the original each cell of the copy comes from."""
-        r, c = self.row_perm[:, _ROW], self.col_perm[:, _COL]
-        return np.where(self.transpose[:, None], c * 9 + r, r * 9 + c)
+        # row i, column j of the copy = original cell row_perm[i] * 9 + col_perm[j], or with the
+        # factors swapped when transposed; a broadcast multiply-add, no gathers
+        row_step = np.where(self.transpose, 1, 9)[:, None, None]
+        cells = self.row_perm[:, :, None] * row_step + self.col_perm[:, None, :] * (10 - row_step)
+        return cells.reshape(len(self.transpose), SEQ_LEN)
 
     def apply(self, *boards: np.ndarray) -> tuple[np.ndarray, ...]:
         """Copies of each of ``boards`` [m, 81] (digits 0..9), one transform per row."""
