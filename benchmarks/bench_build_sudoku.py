@@ -10,8 +10,9 @@ csv.reader with one ``np.frombuffer`` per row, ``np.random.choice`` subsample, o
 augmented copy that builds an 81-entry index list, a list of 1M small arrays concatenated at the
 end, ``np.save``. The reference repository is not installed here, so this stands in for it. Ours
 is ``python -m dataset.build_sudoku_dataset``. Each side runs in its own subprocess; peak RSS is
-the largest sum over its process tree, sampled every 20 ms. Outputs are checked to have the same
-metadata and test split.
+the largest sum over its process tree, sampled every 20 ms; CPU is user + system seconds of the tree
+(on a busy shared machine the fairer comparison). Outputs are checked to have the same metadata and
+test split.
 """
 
 from __future__ import annotations
