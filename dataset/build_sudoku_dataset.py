@@ -115,13 +115,12 @@ def _write_block(job: tuple) -> int:
     if num_aug:
         t = block_transforms(seed, start, stop, num_aug)
         originals = np.repeat(np.arange(stop - start), num_aug)
-        q_copies, a_copies = t.apply(questions[originals], answers[originals])
-        q_out = np.empty(((stop - start) * group, SEQ_LEN), dtype=np.uint8)
-        a_out = np.empty_like(q_out)
-        first = np.arange(stop - start) * group
-        q_out[first], a_out[first] = questions, answers
-        rest = np.setdiff1d(np.arange(len(q_out)), first, assume_unique=True)
-        q_out[rest], a_out[rest] = q_copies, a_copies
+        copies = t.apply(questions[originals], answers[originals])
+        q_out, a_out = (np.empty((stop - start, group, SEQ_LEN), dtype=np.uint8) for _ in range(2))
+        for out, original, copy in zip((q_out, a_out), (questions, answers), copies):
+            out[:, 0] = original  # each group: the original first, then its copies
+            out[:, 1:] = copy.reshape(stop - start, num_aug, SEQ_LEN)
+        q_out, a_out = q_out.reshape(-1, SEQ_LEN), a_out.reshape(-1, SEQ_LEN)
     else:
         q_out, a_out = questions, answers
     written = 0
