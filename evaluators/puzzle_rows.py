@@ -64,7 +64,7 @@ class PuzzleRowsEvaluator:
             dist.gather_object(self._batches, parts, dst=0)
             if not info.is_main:
                 return None
-        ordered = [b for k in range(max(len(p) for p in parts)) for p in parts if k < len(p) for b in [p[k]]]
+        ordered = [p[k] for k in range(max(len(p) for p in parts)) for p in parts if k < len(p)]  # batch k of each rank
         seq_len = int(getattr(self.metadata, "seq_len", 0) or 0)
         empty = np.zeros((0, seq_len), dtype=np.uint8)
         return {key: np.concatenate([b[i] for b in ordered]) if ordered else empty
