@@ -138,7 +138,8 @@ def run_evaluation(ecfg: EvaluateConfig) -> dict[str, float] | None:
     specs = ecfg.evaluators or cfg.evaluators or [EvaluatorConfig(name=default_evaluator_name(data_arg, meta))]
     evaluators = [
         build_evaluator(s.name, data_arg, meta, loader.dataset.identifiers,
-                        **{"report": ecfg.report, "report_title": f"{s.name} evaluation of {described}",
+                        **{"report": ecfg.report,
+                           "report_title": f"{'ARC' if s.name.startswith('arc') else s.name.capitalize()} evaluation of {described}",
                            **s.build_kwargs()})
         for s in specs
     ]

@@ -22,7 +22,7 @@ table.sudoku tr:nth-child(3n) td{border-bottom:2px solid #444}
 table.sudoku td:nth-child(3n){border-right:2px solid #444}
 table.sudoku tr:first-child td{border-top:2px solid #444}
 table.sudoku td:first-child{border-left:2px solid #444}
-td.clue{font-weight:bold}td.bad{background:#f88}td.blank{color:#bbb}
+td.clue{font-weight:bold}td.bad{background:#f88;color:#000}td.blank{color:#bbb}
 """
 
 # Maze display codes: 0 PAD, 1 wall, 2 open, 3 S, 4 G, 5 path, 6 path off the label's, 7 label path missed.
