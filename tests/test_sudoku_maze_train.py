@@ -54,3 +54,28 @@ def test_build_train_and_evaluate_sudoku(tmp_path):
     test_inputs = np.load(data / "test" / "all__inputs.npy")
     assert (saved["inputs"] == test_inputs).all()  # test split order
     assert "<table class=\"sudoku\">" in (out / "report.html").read_text()
+
+
+def test_build_and_train_maze_with_its_evaluator(tmp_path):
+    from dataset import build_maze_dataset
+    from tests.puzzle_csv_fixtures import write_maze_source
+
+    src = write_maze_source(tmp_path / "csv", n_train=6, n_test=5, side=6, seed=2)
+    data = tmp_path / "maze"
+    assert build_maze_dataset.main(["--source", str(src), "--output-dir", str(data), "--aug", "--no-progress"]) == 0
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "config"), version_base="1.3"):
+        cfg = to_pretrain_config(compose(config_name="cfg_maze", overrides=[
+            *[o for o in TINY_MLP if "mlp_t" not in o and "pos_encodings" not in o], f"data_paths=[{data}]",
+            f"checkpoint_path={tmp_path / 'run'}", "global_batch_size=4", "epochs=2", "eval_interval=2", "ema=True",
+            "device=cpu", "compile=false", "autocast=false", "wandb_mode=disabled", "log_interval=0"]))
+    assert cfg.arch.L_cycles == 1 and [e.name for e in cfg.evaluators] == ["maze"]
+    trainer = Trainer(cfg)
+    try:
+        metrics = trainer.train()
+    finally:
+        trainer.close()
+    assert metrics["Maze/num_puzzles"] == 5
+    assert abs(metrics["Maze/exact_accuracy"] - metrics["all/exact_accuracy"]) < 1e-9
+    assert metrics["Maze/path_optimal"] <= metrics["Maze/path_valid"]
+    assert (tmp_path / "run" / f"evaluator_MazeEvaluator_step_{trainer.step:08d}" / "report.html").is_file()
