@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -98,6 +99,7 @@ def main() -> None:
                   f"{seconds:.2f} | {args.test / seconds:,.0f} |")
     finally:
         trainer.close()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -79,3 +79,29 @@ def test_build_and_train_maze_with_its_evaluator(tmp_path):
     assert abs(metrics["Maze/exact_accuracy"] - metrics["all/exact_accuracy"]) < 1e-9
     assert metrics["Maze/path_optimal"] <= metrics["Maze/path_valid"]
     assert (tmp_path / "run" / f"evaluator_MazeEvaluator_step_{trainer.step:08d}" / "report.html").is_file()
+
+
+def _swiglu(width: int, expansion: float = 4.0) -> int:
+    inner = -(-round(expansion * width * 2 / 3) // 256) * 256  # the references' rounding: up to a multiple of 256
+    return width * 2 * inner + inner * width
+
+
+def test_benchmark_configs_have_the_reference_weight_counts():
+    """Weights counted by hand from the layer shapes (paper / reference notes: TRM-MLP Sudoku 5.03M)."""
+    from models.registry import build_model, count_parameters
+
+    attention = 512 * 3 * 512 + 512 * 512
+    heads = lambda vocab: 2 * vocab * 512 + 512 * 2 + 2  # noqa: E731  embeddings, lm_head, q_head
+    cases = {  # config, overrides, (seq_len, vocab) -> expected
+        ("cfg_sudoku_mlp", (), (81, 11)): 2 * (_swiglu(81 + 16) + _swiglu(512)) + heads(11),
+        ("cfg_sudoku_att", (), (81, 11)): 2 * (attention + _swiglu(512)) + heads(11),
+        ("cfg_maze", (), (900, 6)): 2 * (attention + _swiglu(512)) + heads(6),
+        ("cfg_sudoku_mlp", ("arch=hrm",), (81, 11)): 8 * (attention + _swiglu(512)) + heads(11),
+    }
+    assert cases[("cfg_sudoku_mlp", (), (81, 11))] == 5_028_866
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "config"), version_base="1.3"):
+        for (name, overrides, (seq_len, vocab)), expected in cases.items():
+            cfg = to_pretrain_config(compose(config_name=name, overrides=list(overrides)))
+            model = build_model(cfg.arch, batch_size=2, seq_len=seq_len, vocab_size=vocab, num_puzzle_identifiers=1)
+            assert count_parameters(model) == expected, (name, overrides)
