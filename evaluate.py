@@ -1,4 +1,4 @@
-"""Evaluate a saved checkpoint on ARC test data: submission.json, metrics.json and report.html.
+"""Evaluate a saved checkpoint on ARC (or Sudoku / Maze) test data: metrics.json, report.html and more.
 
     python evaluate.py checkpoint=checkpoints/<project>/<run>/step_00001000 data_paths_test=[data/arc-demo]
     python evaluate.py checkpoint=checkpoints/<project>/<run>          # newest step_* in the run folder
@@ -24,7 +24,7 @@ from omegaconf import MISSING, OmegaConf
 from safetensors.torch import load_file
 
 from dataset.puzzle_dataset import PuzzleDatasetConfig, create_dataloader
-from evaluators.registry import build_evaluator
+from evaluators.registry import build_evaluator, default_evaluator_name
 from training.config import EvaluatorConfig, PretrainConfig
 from utils.distributed import dist_info, init_distributed, print0, select_device
 from training.hub import resolve_checkpoint
@@ -125,10 +125,13 @@ def run_evaluation(ecfg: EvaluateConfig) -> dict[str, float] | None:
         print0(note)
     head.to(device).eval()
 
-    specs = ecfg.evaluators or cfg.evaluators or [EvaluatorConfig(name="arc")]
+    data_arg = paths if len(paths) > 1 else paths[0]
+    specs = ecfg.evaluators or cfg.evaluators or [EvaluatorConfig(name=default_evaluator_name(data_arg, meta))]
     evaluators = [
-        build_evaluator(s.name, paths if len(paths) > 1 else paths[0], meta, loader.dataset.identifiers,
-                        **{"report": ecfg.report, "report_title": f"ARC evaluation of {described}", **s.build_kwargs()})
+        build_evaluator(s.name, data_arg, meta, loader.dataset.identifiers,
+                        **{"report": ecfg.report,
+                           "report_title": f"{'ARC' if s.name.startswith('arc') else s.name.capitalize()} evaluation of {described}",
+                           **s.build_kwargs()})
         for s in specs
     ]
     local_dir = Path(ecfg.checkpoint).expanduser().exists()
@@ -165,7 +168,7 @@ def run_evaluation(ecfg: EvaluateConfig) -> dict[str, float] | None:
         return None
     atomic_write_json(out_dir / "metrics.json", {"checkpoint": described, "data_paths_test": paths, **metrics}, indent=2)
     print0(f"evaluation took {time.monotonic() - started:.1f} s")
-    print0(" ".join(f"{k}={metrics[k]:.4f}" for k in sorted(metrics, key=natural_key) if "pass@" in k))
+    print0(" ".join(f"{k}={metrics[k]:.4f}" for k in sorted(metrics, key=natural_key) if "pass@" in k or "accuracy" in k or "valid" in k))
     files = {name: out_dir / name for name in ("submission.json", "report.html", "metrics.json")
              if (out_dir / name).is_file()}
     print0("outputs: " + "; ".join(f"{name} {path}" for name, path in files.items()) + f" (checkpoint {described})")
