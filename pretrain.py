@@ -25,17 +25,26 @@ register_configs()
 def train(cfg: DictConfig) -> dict:
     """Build the trainer from a composed config and run it; returns the last metrics (tests call this)."""
     from training.trainer import Trainer
+    from utils.distributed import collective_timeouts_explained
 
-    trainer = Trainer(to_pretrain_config(cfg))
-    try:
-        return trainer.train()
-    finally:
+    pcfg = to_pretrain_config(cfg)
+    with collective_timeouts_explained(pcfg.dist_timeout_minutes):
+        trainer = Trainer(pcfg)
+        try:
+            result = trainer.train()
+        except BaseException:
+            trainer.close(failed=True)  # no goodbye barrier: the other ranks may be gone or hung
+            raise
         trainer.close()
+    return result
 
 
 @hydra.main(config_path="config", config_name="cfg_pretrain", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    train(cfg)
+    from utils.errors import one_line_errors
+
+    with one_line_errors():  # expected stops (bad file, full disk, divergence, hung rank): one line, exit code
+        train(cfg)
 
 
 if __name__ == "__main__":

@@ -133,6 +133,8 @@ class PretrainConfig:
     # --- Robustness ---
     # A non-finite loss: "stop" the run (the newest checkpoint stays good) or "skip" the step.
     nonfinite_policy: str = "stop"
+    # Under nonfinite_policy=skip: this many consecutive non-finite losses stop the run (exit code 3).
+    nonfinite_max_skips: int = 10
 
     # --- Hardware ---
     seed: int = 0
@@ -144,6 +146,9 @@ class PretrainConfig:
     autocast: Optional[bool] = None
     # Multi-process gradient averaging: "ddp" ("fsdp2" is reserved and refused at start-up for now).
     distributed: str = "ddp"
+    # How long a rank waits for the others in a collective before the job stops (minutes; PyTorch's
+    # gloo default). A rank that hangs then ends the job instead of blocking it.
+    dist_timeout_minutes: float = 30.0
 
     # --- Logging ---
     # wandb: "auto" = online with WANDB_API_KEY (or WANDB_MODE), offline without; or online/offline/disabled.
@@ -170,6 +175,8 @@ class PretrainConfig:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
         if self.checkpoint_keep < 0:
             raise ValueError("checkpoint_keep must be >= 0")
+        if self.nonfinite_max_skips < 1 or self.dist_timeout_minutes <= 0:
+            raise ValueError("nonfinite_max_skips must be >= 1 and dist_timeout_minutes > 0")
         self.arch.validate()
 
 

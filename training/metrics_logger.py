@@ -45,6 +45,9 @@ class NullLogger:
     def progress(self, step: int) -> None:
         pass
 
+    def history_bytes(self) -> int | None:
+        return None
+
     def message(self, text: str) -> None:
         pass
 
@@ -54,10 +57,13 @@ class NullLogger:
 
 class MetricsLogger(NullLogger):
     def __init__(self, run_dir: str | Path, *, project: str, run_name: str, config: dict[str, Any],
-                 wandb_mode: str = "auto", entity: str | None = None, total_steps: int = 0, initial_step: int = 0):
+                 wandb_mode: str = "auto", entity: str | None = None, total_steps: int = 0, initial_step: int = 0,
+                 keep_history_bytes: int | None = None):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.jsonl_path = self.run_dir / "metrics.jsonl"
+        if keep_history_bytes is not None:  # a resume: drop what steps after the checkpoint appended
+            self._truncate_history(keep_history_bytes)
         self.bar = tqdm.tqdm(total=total_steps, initial=initial_step, dynamic_ncols=True, desc="train")
         self.wandb_mode = resolve_wandb_mode(wandb_mode)
         self.wandb_run = None
@@ -85,6 +91,17 @@ class MetricsLogger(NullLogger):
 
     def progress(self, step: int) -> None:
         self.bar.update(step - self.bar.n)
+
+    def history_bytes(self) -> int | None:
+        return self.jsonl_path.stat().st_size if self.jsonl_path.is_file() else 0
+
+    def _truncate_history(self, size: int) -> None:
+        if self.jsonl_path.is_file() and self.jsonl_path.stat().st_size > size:
+            from utils.io import atomic_write_text
+
+            with open(self.jsonl_path, "rb") as f:
+                kept = f.read(size).decode("utf-8", errors="replace")
+            atomic_write_text(self.jsonl_path, kept)
 
     def message(self, text: str) -> None:
         tqdm.tqdm.write(text)
