@@ -20,7 +20,6 @@ from typing import Any, List, Optional
 import hydra
 import torch
 from omegaconf import MISSING, OmegaConf
-from safetensors.torch import load_file
 
 from dataset.puzzle_dataset import PuzzleDatasetConfig, create_dataloader
 from evaluators.registry import build_evaluator
@@ -75,14 +74,17 @@ def _known_keys_only(raw: dict, schema: Any, where: str = "") -> dict:
 
 def load_for_evaluation(path: Path, use_ema: bool) -> tuple[PretrainConfig, dict[str, torch.Tensor], str]:
     """(training config, weights, description) from one of our checkpoints or a reference one."""
-    from training.checkpoint import load_weights
+    from training.checkpoint import check_finite, load_weights
+    from utils.tensor_files import read_safetensors
 
     if path.is_dir():
         cfg = to_pretrain_config(OmegaConf.merge(OmegaConf.structured(PretrainConfig), OmegaConf.load(path / "config.yaml")))
         state = load_weights(path)
         ema_file = path / "ema.safetensors"
         if use_ema and ema_file.is_file():
-            state.update(load_file(str(ema_file)))  # EMA covers the floating-point entries
+            ema = read_safetensors(ema_file)
+            check_finite(ema, ema_file)
+            state.update(ema)  # EMA covers the floating-point entries
             return cfg, state, f"{path} (EMA weights)"
         return cfg, state, str(path)
     reference_config = path.parent / "all_config.yaml"
@@ -186,8 +188,11 @@ register_configs()
 def main(cfg: Any) -> None:
     ecfg = OmegaConf.to_object(cfg)
     assert isinstance(ecfg, EvaluateConfig)
+    from utils.errors import one_line_errors
+
     try:
-        run_evaluation(ecfg)
+        with one_line_errors():  # a damaged or refused file: one line naming it, exit code 2
+            run_evaluation(ecfg)
     finally:
         from utils.distributed import destroy_distributed
 

@@ -42,6 +42,7 @@ import yaml  # noqa: E402
 from training.config import PretrainConfig  # noqa: E402
 from training.trainer import Trainer  # noqa: E402
 from training.hub import resolve_checkpoint  # noqa: E402
+from utils.errors import UserError  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FALLBACK_GRID = [[0]]
@@ -202,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         run(args, overrides)
+    except UserError as exc:  # a damaged or refused checkpoint file, a full disk: one line
+        print(f"error: {exc}; {args.output} holds the best submission written so far", file=sys.stderr)
+        return exc.exit_code
     except Exception:  # noqa: BLE001 - the fallback submission stays in place
         traceback.print_exc()
         print(f"error: the run failed; {args.output} holds the best submission written so far", file=sys.stderr)
