@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save as save_bytes
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
 
 from utils.errors import UserError
 
@@ -35,9 +36,12 @@ def read_safetensors(path: str | os.PathLike, device: str = "cpu") -> dict[str, 
     if not path.is_file():
         raise TensorFileError(f"{path}: file not found")
     try:
-        return load_file(str(path), device=device)
+        # Read, not memory-mapped: a file truncated or rewritten in place later (by a sync tool, a
+        # user) would turn every access to a mapped tensor into a crash (SIGBUS) far from here.
+        tensors = load_bytes(path.read_bytes())
     except (SafetensorError, ValueError, OSError) as exc:
         raise TensorFileError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+    return {k: v.to(device) for k, v in tensors.items()} if device != "cpu" else tensors
 
 
 def safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
