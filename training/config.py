@@ -117,7 +117,7 @@ class PretrainConfig:
     # Push every checkpoint to this Hugging Face model repo (org/name) in the background; None = off.
     hub_repo_id: Optional[str] = None
     hub_private: bool = True
-    # Files left out of the uploads (globs), e.g. [train_state.pt].
+    # Files left out of the uploads (globs), e.g. ["train_state.*"] (optimizer state: only for resuming).
     hub_exclude: List[str] = field(default_factory=list)
 
     # --- Checkpoints ---

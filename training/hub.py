@@ -95,7 +95,7 @@ def resolve_checkpoint(
     file (with all_config.yaml beside it), for a path or Hub id.
 
     A local path wins over a Hub id of the same spelling. ``allow_patterns`` limits what is
-    downloaded (for example skip ``train_state.pt`` for inference).
+    downloaded (for example skip ``train_state.*`` for inference).
     """
     local = Path(path_or_repo_id).expanduser()
     if local.is_file():
