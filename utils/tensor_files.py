@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load as load_bytes
+from safetensors.torch import load_file
 from safetensors.torch import save as save_bytes
 
 from utils.errors import UserError
@@ -36,12 +36,12 @@ def read_safetensors(path: str | os.PathLike, device: str = "cpu") -> dict[str, 
     if not path.is_file():
         raise TensorFileError(f"{path}: file not found")
     try:
-        # Read, not memory-mapped: a file truncated or rewritten in place later (by a sync tool, a
-        # user) would turn every access to a mapped tensor into a crash (SIGBUS) far from here.
-        tensors = load_bytes(path.read_bytes())
+        tensors = load_file(str(path))
     except (SafetensorError, ValueError, OSError) as exc:
         raise TensorFileError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
-    return {k: v.to(device) for k, v in tensors.items()} if device != "cpu" else tensors
+    # Copied out of the memory map: a file truncated or rewritten in place later (a sync tool, a user)
+    # would otherwise turn any access to these tensors into a crash (SIGBUS) far from here.
+    return {k: v.to(device) if device != "cpu" else v.clone() for k, v in tensors.items()}
 
 
 def safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
