@@ -41,8 +41,10 @@ REQUIRED_FILES = ("model.safetensors", f"{TRAIN_STATE}.json", f"{TRAIN_STATE}.sa
 LEGACY_TRAIN_STATE = "train_state.pt"  # pickled by earlier versions: never read
 
 
-class NonFiniteWeightsError(RuntimeError):
-    """Raised instead of writing a checkpoint whose weights hold NaN or inf."""
+class NonFiniteWeightsError(UserError):
+    """Raised instead of writing a checkpoint whose weights hold NaN or inf (a diverged run: exit 3)."""
+
+    exit_code = 3
 
 
 class CheckpointError(TensorFileError):
