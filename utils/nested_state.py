@@ -27,6 +27,17 @@ _MARKERS = ("__tensor__", "__ndarray__", "__tuple__", "__items__", "__dataclass_
 def flatten(obj: Any) -> tuple[dict[str, torch.Tensor], Any]:
     """(tensors by key, JSON-able skeleton). Raises TypeError naming the path of an unsupported value."""
     tensors: dict[str, torch.Tensor] = {}
+    storages: set[int] = set()
+
+    def own(tensor: torch.Tensor) -> torch.Tensor:
+        # safetensors refuses tensors that share memory; copy only views and repeats, not every tensor.
+        tensor = tensor.detach().to("cpu")
+        storage = tensor.untyped_storage()
+        whole = tensor.is_contiguous() and storage.nbytes() == tensor.numel() * tensor.element_size()
+        if not whole or storage.data_ptr() in storages:
+            tensor = tensor.contiguous().clone()
+        storages.add(tensor.untyped_storage().data_ptr())
+        return tensor
 
     def key_for(path: str) -> str:
         key = path.lstrip(".") or "root"
@@ -37,7 +48,7 @@ def flatten(obj: Any) -> tuple[dict[str, torch.Tensor], Any]:
     def enc(value: Any, path: str) -> Any:
         if isinstance(value, torch.Tensor):
             key = key_for(path)
-            tensors[key] = value.detach().to("cpu").contiguous().clone()
+            tensors[key] = own(value)
             return {"__tensor__": key}
         if isinstance(value, np.ndarray):
             key = key_for(path)
