@@ -29,6 +29,7 @@ def main() -> None:
 
     def hang_on_rank_1(self, *args):
         if self.info.rank == 1 and self.step == 1:
+            print("hang: rank 1 stops now", file=sys.stderr, flush=True)
             os.kill(os.getpid(), signal.SIGSTOP)
         return train_step(self, *args)
 
