@@ -3,7 +3,6 @@ one clean metrics history; a hung rank ends the job. (Issue 10, divergence / res
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal

@@ -131,7 +131,7 @@ class PretrainConfig:
     carry_on_resume: str = "reset"
 
     # --- Robustness ---
-    # A non-finite loss: "stop" the run (the newest checkpoint stays good) or "skip" the step.
+    # A non-finite loss: "stop" the run (naming the newest good checkpoint) or "skip" the step.
     nonfinite_policy: str = "stop"
     # Under nonfinite_policy=skip: this many consecutive non-finite losses stop the run (exit code 3).
     nonfinite_max_skips: int = 10
@@ -175,8 +175,10 @@ class PretrainConfig:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
         if self.checkpoint_keep < 0:
             raise ValueError("checkpoint_keep must be >= 0")
-        if self.nonfinite_max_skips < 1 or self.dist_timeout_minutes <= 0:
-            raise ValueError("nonfinite_max_skips must be >= 1 and dist_timeout_minutes > 0")
+        if self.nonfinite_max_skips < 1:
+            raise ValueError(f"nonfinite_max_skips must be >= 1, got {self.nonfinite_max_skips}")
+        if self.dist_timeout_minutes <= 0:
+            raise ValueError(f"dist_timeout_minutes must be > 0, got {self.dist_timeout_minutes}")
         self.arch.validate()
 
 
