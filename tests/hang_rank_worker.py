@@ -25,6 +25,8 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 
 def main() -> None:
     data, run, timeout = sys.argv[1], sys.argv[2], sys.argv[3]
+    # torchrun starts each rank in its own session: the test ends them by pid, the stopped one included.
+    print(f"hang: rank {os.environ.get('RANK')} pid {os.getpid()}", file=sys.stderr, flush=True)
     train_step = Trainer.train_step
 
     def hang_on_rank_1(self, *args):

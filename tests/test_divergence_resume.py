@@ -4,6 +4,7 @@ one clean metrics history; a hung rank ends the job. (Issue 10, divergence / res
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -174,12 +175,21 @@ def test_a_hung_rank_ends_the_job_within_the_timeout(tmp_path):
            str(tmp_path / "run"), "0.05"]  # 3 s
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
-    watchdog = threading.Timer(120, os.killpg, (proc.pid, signal.SIGKILL))  # on main: no timeout, a hang
+    stopped_at, lines, pids = None, [], []
+
+    def end_all():  # torchrun, then both ranks (one of them stopped), each in its own session
+        for kill in [lambda: os.killpg(proc.pid, signal.SIGKILL)] + [lambda p=p: os.kill(p, signal.SIGKILL) for p in pids]:
+            try:
+                kill()
+            except ProcessLookupError:
+                pass
+
+    watchdog = threading.Timer(120, end_all)  # on main there is no timeout: the job would hang
     watchdog.start()
-    stopped_at, lines = None, []
     try:
         for line in proc.stderr:  # torchrun itself waits 30 s before it SIGKILLs the stopped rank
             lines.append(line)
+            pids += [int(pid) for pid in re.findall(r"hang: rank \d pid (\d+)", line)]
             if "hang: rank 1 stops now" in line:  # (lines of the two ranks may interleave)
                 stopped_at = time.monotonic()
             if "error: " in line:
@@ -187,7 +197,7 @@ def test_a_hung_rank_ends_the_job_within_the_timeout(tmp_path):
         took = time.monotonic() - stopped_at if stopped_at is not None else None
     finally:
         watchdog.cancel()
-        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks (one of them stopped)
+        end_all()
         proc.wait()
     assert lines and lines[-1].strip().endswith("error: rank 0: the other ranks did not answer within "
                                                 "dist_timeout_minutes=0.05 (a rank hung or died); stopping the job")
