@@ -21,7 +21,6 @@ from typing import Any, List, Optional
 import hydra
 import torch
 from omegaconf import MISSING, OmegaConf
-from safetensors.torch import load_file
 
 from dataset.puzzle_dataset import PuzzleDatasetConfig, create_dataloader
 from evaluators.registry import build_evaluator, default_evaluator_name
@@ -64,8 +63,9 @@ class EvaluateConfig:
 # ----- checkpoints -----
 def load_for_evaluation(path: Path, use_ema: bool) -> tuple[PretrainConfig, dict[str, torch.Tensor], str]:
     """(training config, weights, description) from one of our checkpoints or a reference one."""
-    from training.checkpoint import load_weights
+    from training.checkpoint import check_finite, load_weights
     from training.checkpoint_config import read_checkpoint_config
+    from utils.tensor_files import read_safetensors
 
     dropped: list[str] = []
     cfg, _ = read_checkpoint_config(path, dropped)
@@ -77,7 +77,9 @@ def load_for_evaluation(path: Path, use_ema: bool) -> tuple[PretrainConfig, dict
         state = load_weights(path)
         ema_file = path / "ema.safetensors"
         if use_ema and ema_file.is_file():
-            state.update(load_file(str(ema_file)))  # EMA covers the floating-point entries
+            ema = read_safetensors(ema_file)
+            check_finite(ema, ema_file)
+            state.update(ema)  # EMA covers the floating-point entries
             return cfg, state, f"{path} (EMA weights)"
         return cfg, state, str(path)
     return cfg, load_weights(path), f"{path} (reference format)"

@@ -38,11 +38,15 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
     check_world_size(config, int(os.environ.get("WORLD_SIZE", 1)))  # before any process group or data
     from training.checkpoint_config import cli_arch_keys
     from training.trainer import Trainer  # after the checks: torch takes seconds to import
+    from utils.distributed import collective_timeouts_explained
 
-    trainer = Trainer(config, arch_set_on_command_line=cli_arch_keys(overrides))
-    try:
-        metrics = trainer.train()
-    finally:
+    with collective_timeouts_explained(config.dist_timeout_minutes):
+        trainer = Trainer(config, arch_set_on_command_line=cli_arch_keys(overrides))
+        try:
+            metrics = trainer.train()
+        except BaseException:
+            trainer.close(failed=True)  # no goodbye barrier: the other ranks may be gone or hung
+            raise
         trainer.close()
     if trainer.info.is_main:
         print(run_outputs_line(trainer.run_dir), flush=True)
@@ -61,7 +65,7 @@ def run_outputs_line(run_dir) -> str:
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    with exit_on_user_error():  # bad keys, values, files: one line and exit code 2
+    with exit_on_user_error():  # expected stops (bad key, value or file, full disk, divergence, hung rank): one line
         train(cfg, HydraConfig.get().overrides.task)
 
 

@@ -22,12 +22,11 @@ def grow_checkpoint(checkpoint: str | Path, new_identifiers: list[str], out_fold
                     strategy: str = "mean", seed: int = 0) -> GrowthReport | None:
     """Write a checkpoint folder whose tables fit ``new_identifiers``.
 
-    Weights, EMA weights and config are carried over; train_state.pt is not (its optimizer and
+    Weights, EMA weights and config are carried over; train_state.* is not (its optimizer and
     loader state describe the old table and dataset), so training starts fresh from these weights.
     """
-    from safetensors.torch import load_file, save_file
-
     from utils.io import atomic_directory, atomic_write_json
+    from utils.tensor_files import read_safetensors, write_safetensors
 
     checkpoint = Path(checkpoint)
     old_identifiers = read_identifiers(checkpoint)
@@ -37,9 +36,9 @@ def grow_checkpoint(checkpoint: str | Path, new_identifiers: list[str], out_fold
         for weights_file in ("model.safetensors", "ema.safetensors"):
             if not (checkpoint / weights_file).is_file():
                 continue
-            state, report = align_state_dict(load_file(str(checkpoint / weights_file)), old_identifiers,
+            state, report = align_state_dict(read_safetensors(checkpoint / weights_file), old_identifiers,
                                              new_identifiers, strategy, seed, stats)
-            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / weights_file))
+            write_safetensors(tmp / weights_file, state)
         for extra in ("config.yaml", "README.md", STATS_FILE):
             if (checkpoint / extra).is_file():
                 shutil.copy2(checkpoint / extra, tmp / extra)

@@ -9,7 +9,7 @@ parameter model). For inference only the puzzles to be solved need rows, and bf1
 - the table keeps only the blank row plus the rows of the kept puzzles (by identifier name, or by
   task id: all augmented copies of the task), or only the blank row with ``--keep none``;
 - identifiers.json filtered the same way (same order), so row i still belongs to identifier i;
-- config.yaml copied, no train_state.pt; puzzle_emb_stats.safetensors holds the mean and std of
+- config.yaml copied, no train_state.*; puzzle_emb_stats.safetensors holds the mean and std of
   the full trained table, so rows for new puzzles start from them (training.puzzle_rows).
 
 Load an export onto a dataset with ``python -m checkpoint_tools.embedding_growth`` (rows matched by name;
@@ -91,15 +91,14 @@ def export_state_dict(state: dict[str, torch.Tensor], rows: list[int] | None,
 def export_checkpoint(checkpoint: str | Path, out: str | Path, keep: list[str] | None = None,
                       dtype: str = "bfloat16", use_ema: bool = True, max_copies: int | None = None) -> dict:
     """Write the export; return a summary with both folder sizes in bytes."""
-    from safetensors.torch import load_file, save_file
-
     from utils.io import atomic_directory, atomic_write_json
+    from utils.tensor_files import read_safetensors, write_safetensors
 
     checkpoint = Path(checkpoint)
     weights = checkpoint / "ema.safetensors"
     if not (use_ema and weights.is_file()):
         weights = checkpoint / "model.safetensors"
-    state = load_file(str(weights))
+    state = read_safetensors(weights)
     identifiers = json.loads((checkpoint / "identifiers.json").read_text())
     if find_table_key(state) is None:
         rows, rows_kept = None, identifiers  # a model without puzzle embeddings: nothing to filter
@@ -108,10 +107,10 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, keep: list[str] |
         rows_kept = [identifiers[i] for i in rows]
     exported = export_state_dict(state, rows, DTYPES[dtype])
     with atomic_directory(out) as tmp:
-        save_file(exported, str(tmp / "model.safetensors"), metadata={"format": "pt", "export_dtype": dtype})
+        write_safetensors(tmp / "model.safetensors", exported, metadata={"format": "pt", "export_dtype": dtype})
         table_key = find_table_key(state)
         if table_key is not None:  # new puzzles can still start from the trained rows' mean / spread
-            save_file(table_stats(state[table_key]), str(tmp / STATS_FILE))
+            write_safetensors(tmp / STATS_FILE, table_stats(state[table_key]))
         atomic_write_json(tmp / "identifiers.json", rows_kept)
         for extra in ("config.yaml", "metrics.json", "README.md"):
             if (checkpoint / extra).is_file():
@@ -152,9 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from training.hub import resolve_checkpoint
+    from utils.errors import exit_on_user_error
 
-    summary = export_checkpoint(resolve_checkpoint(args.checkpoint), args.out, _read_keep(args), args.dtype,
-                                use_ema=not args.no_ema, max_copies=args.max_copies)
+    with exit_on_user_error():  # a damaged or refused file: one line naming it, exit code 2
+        summary = export_checkpoint(resolve_checkpoint(args.checkpoint), args.out, _read_keep(args), args.dtype,
+                                    use_ema=not args.no_ema, max_copies=args.max_copies)
     mib = 1024 * 1024
     print(f"{args.out}: {summary['identifiers_kept']}/{summary['identifiers_total']} identifiers, "
           f"{summary['source_bytes'] / mib:.1f} MiB -> {summary['export_bytes'] / mib:.1f} MiB")
@@ -162,7 +163,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from utils.errors import exit_on_user_error
-
-    with exit_on_user_error():  # a checkpoint that does not resolve: one line, exit 2
-        sys.exit(main())
+    sys.exit(main())

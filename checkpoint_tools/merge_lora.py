@@ -6,7 +6,7 @@
 The first form merges the adapters stored inside a LoRA run's checkpoint (keys ``*.lora_A``,
 ``*.lora_B``, ``*.lora_scale``); the second applies a separately saved adapter file
 (models.lora.save_lora_adapters) to a base checkpoint. The config is rewritten with LoRA off,
-identifiers/metrics are copied; train_state.pt is not (it holds adapter optimizer state).
+identifiers/metrics are copied; train_state.* is not (it holds adapter optimizer state).
 """
 
 from __future__ import annotations
@@ -32,23 +32,22 @@ def _disable_lora_in_config(text: str) -> str:
 
 def merge_checkpoint(checkpoint: str | Path, out: str | Path, adapters: str | Path | None = None) -> int:
     """Write the merged checkpoint folder; return the number of merged layers."""
-    from safetensors.torch import load_file, save_file
-
     from utils.io import atomic_directory
+    from utils.tensor_files import read_safetensors, write_safetensors
 
     checkpoint = Path(checkpoint)
-    extra = load_file(str(adapters)) if adapters else {}
+    extra = read_safetensors(adapters) if adapters else {}
     merged_layers = 0
     with atomic_directory(out) as tmp:
         for weights_file in ("model.safetensors", "ema.safetensors"):
             if not (checkpoint / weights_file).is_file():
                 continue
-            state = load_file(str(checkpoint / weights_file))
+            state = read_safetensors(checkpoint / weights_file)
             state.update(extra)
             merged_layers = sum(k.endswith(".lora_A") for k in state)
             merged = merge_lora_state_dict(state)
             assert not any(is_lora_key(k) for k in merged)
-            save_file({k: v.contiguous() for k, v in merged.items()}, str(tmp / weights_file))
+            write_safetensors(tmp / weights_file, merged)
         if merged_layers == 0:
             raise ValueError(f"{checkpoint}: no LoRA adapters found (nothing to merge)")
         if (checkpoint / "config.yaml").is_file():
@@ -67,14 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from training.hub import resolve_checkpoint
+    from utils.errors import exit_on_user_error
 
-    n = merge_checkpoint(resolve_checkpoint(args.checkpoint), args.out, args.adapters)
+    with exit_on_user_error():  # a damaged or refused file: one line naming it, exit code 2
+        n = merge_checkpoint(resolve_checkpoint(args.checkpoint), args.out, args.adapters)
     print(f"merged {n} LoRA layers into {args.out}")
     return 0
 
 
 if __name__ == "__main__":
-    from utils.errors import exit_on_user_error
-
-    with exit_on_user_error():  # a checkpoint that does not resolve: one line, exit 2
-        sys.exit(main())
+    sys.exit(main())

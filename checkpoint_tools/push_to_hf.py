@@ -2,7 +2,7 @@
 
     python -m checkpoint_tools.push_to_hf checkpoints/my_run/step_00050000 my-org/trm-arc1
     python -m checkpoint_tools.push_to_hf checkpoints/my_run my-org/trm-arc1 --public   # newest step_* in the run
-    HF_TOKEN=... python -m checkpoint_tools.push_to_hf <folder> <org/repo> --exclude train_state.pt
+    HF_TOKEN=... python -m checkpoint_tools.push_to_hf <folder> <org/repo> --exclude 'train_state.*'
 
 The token comes from --token, HF_TOKEN, HUGGING_FACE_HUB_TOKEN or the cached `hf auth login`; it is never
 printed, whatever its prefix.

@@ -205,9 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         run(args, overrides)
-    except UserError as exc:  # a bad override or a damaged file: one line, the fallback stays in place
+    except UserError as exc:  # a damaged or refused checkpoint file, a full disk: one line
         print(f"error: {exc} ({args.output} holds the best submission written so far)", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except Exception:  # noqa: BLE001 - the fallback submission stays in place
         traceback.print_exc()
         print(f"error: the run failed; {args.output} holds the best submission written so far", file=sys.stderr)

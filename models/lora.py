@@ -194,9 +194,8 @@ def merge_lora_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torc
 
 def save_lora_adapters(model: nn.Module, path: str | Path, alpha: float | None = None) -> None:
     """Write the adapters alone as safetensors, with rank and targets in the header metadata."""
-    from safetensors.torch import save_file
-
     from utils.io import atomic_path
+    from utils.tensor_files import write_safetensors
 
     tensors = lora_state_dict(model)
     if not tensors:
@@ -211,17 +210,15 @@ def save_lora_adapters(model: nn.Module, path: str | Path, alpha: float | None =
         "layers": json.dumps(sorted(layers)),
     }
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        write_safetensors(tmp, tensors, metadata=meta)
 
 
 def load_lora_adapters(model: nn.Module, path: str | Path, trainable: tuple[str, ...] = ()) -> list[str]:
     """Load adapters saved by ``save_lora_adapters``, attaching them first if the model has none."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    from utils.tensor_files import read_safetensors, safetensors_metadata
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    tensors = load_file(str(path))
+    meta = safetensors_metadata(path)
+    tensors = read_safetensors(path)
     if not lora_layers(model):
         if meta.get("format") != "lora":
             raise ValueError(f"{path}: not a LoRA adapter file (metadata {meta})")

@@ -27,7 +27,8 @@ def test_round_trip_and_layout(tmp_path):
     path = _save(tmp_path, 7, 1.5, ema_state=_state(0.5), metrics={"all/accuracy": 0.25})
     assert path == tmp_path / "step_00000007"
     assert sorted(p.name for p in path.iterdir()) == ["config.yaml", "ema.safetensors", "identifiers.json",
-                                                      "metrics.json", "model.safetensors", "train_state.pt"]
+                                                      "metrics.json", "model.safetensors", "train_state.json",
+                                                      "train_state.safetensors"]
     loaded = ckpt.load_checkpoint(path)
     assert torch.equal(loaded.model_state["model.w"], torch.full((2, 3), 1.5))
     assert torch.equal(loaded.ema_state["model.w"], torch.full((2, 3), 0.5))
@@ -41,7 +42,7 @@ def test_failure_mid_write_leaves_previous_checkpoint_loadable(tmp_path, monkeyp
     def crash(*args, **kwargs):
         raise KeyboardInterrupt("killed while writing")
 
-    monkeypatch.setattr(ckpt.torch, "save", crash)  # model.safetensors is written, train_state.pt is not
+    monkeypatch.setattr(ckpt, "write_nested", crash)  # model.safetensors is written, train_state.* is not
     with pytest.raises(KeyboardInterrupt):
         _save(tmp_path, 2, 2.0)
     monkeypatch.undo()

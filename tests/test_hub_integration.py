@@ -153,11 +153,11 @@ def test_hub_repo_id_pushes_every_checkpoint_and_a_failed_push_does_not_stop_tra
     run = tmp_path / "run"
     with caplog.at_level(logging.WARNING):
         pretrain.train(compose_cfg("cfg_tiny_cpu", [f"data_paths=[{hub['data']}]", f"checkpoint_path={run}", *TINY,
-                                                    *QUIET, "hub_repo_id=org/pushed", "hub_exclude=[train_state.pt]",
+                                                    *QUIET, "hub_repo_id=org/pushed", "hub_exclude=[train_state.*]",
                                                     "checkpoint_every_n_steps=1", "checkpoint_keep=2", "max_steps=3"]))
     assert [p["step"] for p in pushed] == ["step_00000001", "step_00000002", "step_00000003"]
     assert {p["repo"] for p in pushed} == {"org/pushed"} and all(p["private"] for p in pushed)
-    assert all("model.safetensors" in p["files"] and "train_state.pt" not in p["files"] for p in pushed)
+    assert all("model.safetensors" in p["files"] and not any(f.startswith("train_state") for f in p["files"]) for p in pushed)
     assert [s for s, _ in list_checkpoints(run)] == [2, 3]  # training went on after the failed push
     assert pushed[-1]["model"] == (run / "step_00000003" / "model.safetensors").read_bytes()
     assert "hub unreachable" in caplog.text and not list(run.glob(".push_*"))

@@ -128,7 +128,7 @@ class PretrainConfig:
     # Push every checkpoint to this Hugging Face model repo (org/name) in the background; None = off.
     hub_repo_id: Optional[str] = None
     hub_private: bool = True
-    # Files left out of the uploads (globs), e.g. [train_state.pt].
+    # Files left out of the uploads (globs), e.g. ["train_state.*"] (optimizer state: only for resuming).
     hub_exclude: List[str] = field(default_factory=list)
 
     # --- Checkpoints ---
@@ -142,8 +142,10 @@ class PretrainConfig:
     carry_on_resume: str = "reset"
 
     # --- Robustness ---
-    # A non-finite loss: "stop" the run (the newest checkpoint stays good) or "skip" the step.
+    # A non-finite loss: "stop" the run (naming the newest good checkpoint) or "skip" the step.
     nonfinite_policy: str = "stop"
+    # Under nonfinite_policy=skip: this many consecutive non-finite losses stop the run (exit code 3).
+    nonfinite_max_skips: int = 10
 
     # --- Hardware ---
     seed: int = 0
@@ -157,6 +159,9 @@ class PretrainConfig:
     autocast: Optional[str] = None
     # Multi-process gradient averaging: "ddp" ("fsdp2" is reserved and refused at start-up for now).
     distributed: str = "ddp"
+    # How long a rank waits for the others in a collective before the job stops (minutes; PyTorch's
+    # gloo default). A rank that hangs then ends the job instead of blocking it.
+    dist_timeout_minutes: float = 30.0
 
     # --- Logging ---
     # wandb: "auto" = online with WANDB_API_KEY (or WANDB_MODE), offline without; or online/offline/disabled.
@@ -225,6 +230,10 @@ class PretrainConfig:
         if self.checkpoint_keep < 0:
             raise ValueError("checkpoint_keep must be >= 0")
         self._validate_training_features()
+        if self.nonfinite_max_skips < 1:
+            raise ValueError(f"nonfinite_max_skips must be >= 1, got {self.nonfinite_max_skips}")
+        if self.dist_timeout_minutes <= 0:
+            raise ValueError(f"dist_timeout_minutes must be > 0, got {self.dist_timeout_minutes}")
         self.arch.validate()
 
     def _validate_training_features(self) -> None:

@@ -168,7 +168,7 @@ def resolve_checkpoint(
 
     A local path wins over a Hub id of the same spelling; a value that can only be a path (see
     ``looks_like_path``) and does not exist raises "no such folder". ``allow_patterns`` limits what is
-    downloaded (for example skip ``train_state.pt`` for inference). Failures raise
+    downloaded (for example skip ``train_state.*`` for inference). Failures raise
     CheckpointNotFoundError with a one-line message.
     """
     spec = str(path_or_repo_id)

@@ -53,6 +53,9 @@ class NullLogger:
     def resume_clock(self) -> None:
         pass
 
+    def history_bytes(self) -> int | None:
+        return None
+
     def message(self, text: str) -> None:
         pass
 
@@ -63,7 +66,8 @@ class NullLogger:
 class MetricsLogger(NullLogger):
     def __init__(self, run_dir: str | Path, *, project: str, run_name: str, config: dict[str, Any],
                  wandb_mode: str = "auto", entity: str | None = None, total_steps: int = 0, initial_step: int = 0,
-                 loggers: tuple[str, ...] | list[str] = ("console", "jsonl", "wandb")):
+                 loggers: tuple[str, ...] | list[str] = ("console", "jsonl", "wandb"),
+                 keep_history_bytes: int | None = None):
         self.run_dir = Path(run_dir)
         # ``loggers`` (config knob): console prints metrics at log_interval, jsonl writes metrics.jsonl, wandb
         # follows wandb_mode, tensorboard writes event files (training/tensorboard_logger.py).
@@ -76,6 +80,8 @@ class MetricsLogger(NullLogger):
             self.sinks.append(TensorBoardSink(self.run_dir))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.jsonl_path = self.run_dir / "metrics.jsonl"
+        if keep_history_bytes is not None:  # a resume: drop what steps after the checkpoint appended
+            self._truncate_history(keep_history_bytes)
         self.bar = tqdm.tqdm(total=total_steps, initial=initial_step, dynamic_ncols=True, desc="train")
         self.wandb_mode = resolve_wandb_mode(wandb_mode) if "wandb" in loggers else "disabled"
         self.wandb_run = None
@@ -119,6 +125,17 @@ class MetricsLogger(NullLogger):
             self.bar.start_t += pause
             self.bar.last_print_t += pause
             self._paused_at = None
+
+    def history_bytes(self) -> int | None:
+        return self.jsonl_path.stat().st_size if self.jsonl_path.is_file() else 0
+
+    def _truncate_history(self, size: int) -> None:
+        if self.jsonl_path.is_file() and self.jsonl_path.stat().st_size > size:
+            from utils.io import atomic_write_text
+
+            with open(self.jsonl_path, "rb") as f:
+                kept = f.read(size).decode("utf-8", errors="replace")
+            atomic_write_text(self.jsonl_path, kept)
 
     def message(self, text: str) -> None:
         tqdm.tqdm.write(text)

@@ -115,10 +115,10 @@ def align_state_dict(
 
 def read_table_stats(checkpoint: str | Path) -> dict[str, torch.Tensor] | None:
     """The trained table's statistics saved by an export, or None."""
-    from safetensors.torch import load_file
+    from utils.tensor_files import read_safetensors
 
     path = Path(checkpoint) / STATS_FILE
-    return load_file(str(path)) if path.is_file() else None
+    return read_safetensors(path) if path.is_file() else None
 
 
 def table_stats(table: torch.Tensor) -> dict[str, torch.Tensor]:

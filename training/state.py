@@ -1,7 +1,7 @@
 """Pieces of the training state that are not the model: RNG states, initial weights, rank sync.
 
 The loop's own counters (step, iteration, ACT carry) live on the Trainer; what a resume needs is
-gathered into one dict by ``Trainer._train_state`` and written by training/checkpoint.py.
+gathered into one dict by training/resume.py and written by training/checkpoint.py.
 """
 
 from __future__ import annotations

@@ -26,7 +26,6 @@ import copy
 import inspect
 import math
 import os
-import shutil
 import time
 from datetime import datetime
 from pathlib import Path
@@ -42,10 +41,11 @@ from models.sparse_embedding import SparseSignSGD
 from training import state as st
 from training.accumulation import Accumulator
 from training.best_checkpoint import BestCheckpoint
-from training.checkpoint import find_latest_checkpoint, load_checkpoint, save_checkpoint
+from training.checkpoint import choose_resume_checkpoint, load_checkpoint, save_checkpoint
 from training.checkpoint_config import arch_for_post_training
 from training.config import PretrainConfig
 from training.curriculum import Curriculum
+from training.divergence import DivergenceGuard, NonFiniteLossError, resume_veto, weights_health
 from training.ema import EMA
 from training.evaluation import Evaluation
 from training.grad_monitor import GradMonitor
@@ -53,16 +53,14 @@ from training.metrics_logger import MetricsLogger, NullLogger, format_metrics
 from training.optimizers import build_dense_optimizer
 from training.precision import Precision, resolve_precision
 from training.progress import startup_line
+from training.resume import gather_train_state, restore_train_state
 from training.schedule import lr_at_step
 from utils.distributed import (barrier, broadcast_object, destroy_distributed, init_distributed, print0,
                                select_device)
+from utils.io import clean_interrupted
 
 # An evaluation batch runs halt_max_steps forward passes; one costs about half a training step on as many rows.
 EVAL_FORWARD_COST = 0.5
-
-
-class NonFiniteLossError(RuntimeError):
-    pass
 
 
 def decide_run_names(cfg: PretrainConfig) -> tuple[str, str, str]:
@@ -82,7 +80,7 @@ class Trainer:
             raise NotImplementedError("distributed=fsdp2 is not implemented yet; use distributed=ddp "
                                       "(TRM's 7M weights fit every GPU, so DDP loses nothing here)")
         self.device = select_device(cfg.device)
-        self.info = init_distributed(self.device)
+        self.info = init_distributed(self.device, timeout_minutes=cfg.dist_timeout_minutes)
         rank, world = self.info.rank, self.info.world_size
         if self.device.type == "cuda":
             torch.set_float32_matmul_precision("high")
@@ -94,7 +92,9 @@ class Trainer:
         decision = None
         if self.info.is_main:
             project, run_name, run_dir = decide_run_names(cfg)
-            latest = find_latest_checkpoint(run_dir) if cfg.resume else None
+            for note in clean_interrupted(run_dir, "step_"):  # left by a process killed mid-checkpoint
+                print0(note)
+            latest = choose_resume_checkpoint(run_dir, print0, usable=resume_veto) if cfg.resume else None
             decision = (project, run_name, run_dir, str(latest) if latest else None)
         cfg.project_name, cfg.run_name, cfg.checkpoint_path, resume_from = broadcast_object(decision)
         self.run_dir = Path(cfg.checkpoint_path)
@@ -166,6 +166,10 @@ class Trainer:
         self.stopped_by_time = False
         self.step_seconds: float | None = None  # smoothed duration of a training step in this process
         self.last_eval_seconds: float | None = None
+        self.history_bytes: int | None = 0 if cfg.resume else None  # metrics.jsonl kept (None: all)
+        self.saved_step: int | None = None  # the newest checkpoint this process wrote or resumed from
+        self.evaluated_since_save = False  # known on every rank (metrics reach the main rank only)
+        self.guard = DivergenceGuard(self.run_dir, cfg.nonfinite_policy, cfg.nonfinite_max_skips, self.info.is_main)
         if resume_from:
             self._resume(resume_from)
 
@@ -185,15 +189,14 @@ class Trainer:
         self.config_yaml = OmegaConf.to_yaml(OmegaConf.structured(cfg))
         if self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            for stale in self.run_dir.glob(".step_*.tmp"):  # left by a process killed mid-checkpoint
-                shutil.rmtree(stale, ignore_errors=True)
             (self.run_dir / "config.yaml").write_text(self.config_yaml)
             self.logger = MetricsLogger(self.run_dir, project=cfg.project_name, run_name=cfg.run_name,
                                         config=OmegaConf.to_container(OmegaConf.structured(cfg)),
                                         wandb_mode=cfg.wandb_mode, entity=cfg.entity,
                                         total_steps=self.step_budget, initial_step=self.step,
-                                        loggers=list(cfg.loggers))
-            self.logger.log({"num_params": count_parameters(self.head)}, step=self.step)
+                                        loggers=list(cfg.loggers), keep_history_bytes=self.history_bytes)
+            if not resume_from:  # already in the history of a resumed run
+                self.logger.log({"num_params": count_parameters(self.head)}, step=self.step)
 
     # ----- set-up helpers ------------------------------------------------------------------------
     def _loader_workers(self) -> int:
@@ -309,6 +312,7 @@ class Trainer:
         keys = sorted(metrics)
         values = st.all_reduce_sum(torch.stack([loss.detach().float()] + [metrics[k].float() for k in keys]))
         values = values.cpu()
+        self.guard.loss_seen(float(values[0]), self.step)  # judges the checkpoint of these weights, if any
         if not bool(torch.isfinite(values[0])):
             return self._non_finite(float(values[0]))
 
@@ -347,14 +351,13 @@ class Trainer:
         for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=True)
         self.carry = None  # the carried latents may hold the NaN too
-        if self.cfg.nonfinite_policy == "skip":
+        if self.guard.may_skip():
             self.nonfinite_skipped += 1
             self.logger.message(f"non-finite loss ({value}) at step {step}: step skipped "
                                 f"({self.nonfinite_skipped} so far)")
             self.logger.log({"train/nonfinite_skipped": self.nonfinite_skipped}, step=self.step)
             return None
-        raise NonFiniteLossError(f"non-finite loss ({value}) at step {step}; stopped (nonfinite_policy=stop). "
-                                 f"Checkpoints in {self.run_dir} hold the last good weights.")
+        raise NonFiniteLossError(self.guard.stop_message(value, step))
 
     # ----- evaluation ----------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float] | None:
@@ -364,6 +367,7 @@ class Trainer:
         self.logger.pause_clock()
         self.curriculum.use_full_depth(self.head)
         metrics = self.evaluation.run(self)
+        self.evaluated_since_save = True
         self.last_eval_seconds = took = time.time() - started
         self.logger.resume_clock()  # the training bar's rate leaves the evaluation out
         if metrics is not None:
@@ -377,59 +381,36 @@ class Trainer:
         n = self.cfg.checkpoint_every_n_steps
         return bool(n) and self.step > 0 and self.step % n == 0
 
-    def _train_state(self) -> dict[str, Any]:
-        restore = self.cfg.carry_on_resume == "restore"
-        per_rank = st.gather_objects({"rng": st.rng_state(self.device), "loader": self.train_loader.state_dict(),
-                                      "carry": st.to_cpu(self.carry) if restore else None})
-        return {"step": self.step, "iteration": self.iteration, "total_steps": self.total_steps,
-                "world_size": self.info.world_size, "carry_policy": self.cfg.carry_on_resume,
-                "optimizers": [opt.state_dict() for opt in self.optimizers],
-                "nonfinite_skipped": self.nonfinite_skipped, "per_rank": per_rank,
-                **({"grad_scaler": self.precision.state_dict()} if self.precision.enabled else {})}
-
     def save(self, metrics: dict[str, float] | None = None) -> None:
-        train_state = self._train_state()  # a collective: every rank takes part
+        if self.step == self.saved_step and not self.evaluated_since_save:
+            return  # nothing new since the last checkpoint (e.g. a skipped step): never rewrite it
+        train_state = gather_train_state(self)  # a collective: every rank takes part
+        self.saved_step, self.evaluated_since_save = self.step, False
         if self.info.is_main:
             extra = self.evaluation.files_to_keep() if self.evaluation is not None and metrics else {}
-            path = save_checkpoint(self.run_dir, self.step, model_state=self.head.state_dict(), train_state=train_state,
+            model_state = self.head.state_dict()
+            path = save_checkpoint(self.run_dir, self.step, model_state=model_state, train_state=train_state,
                                    config_yaml=self.config_yaml, identifiers=self.identifiers,
                                    ema_state=self.ema.state_dict() if self.ema else None, metrics=metrics,
-                                   extra_files=extra, keep=self.cfg.checkpoint_keep)
+                                   extra_files=extra, keep=self.cfg.checkpoint_keep,
+                                   health=weights_health(model_state))
+            self.guard.checkpoint_written(self.step, path)
             self.logger.message(f"checkpoint {path}")
             self.best.consider(path, metrics)
             if self.hub_pusher is not None:
                 self.hub_pusher.submit(path)  # uploads in the background; a failure only logs a warning
 
     def _resume(self, path: str) -> None:
-        ckpt = load_checkpoint(path, map_location="cpu")
-        self.head.load_state_dict({k: v.to(self.device) for k, v in ckpt.model_state.items()})
-        if self.ema is not None:
-            if ckpt.ema_state is not None:
-                self.ema.load_state_dict(ckpt.ema_state)
-            else:  # ema switched on at resume: average from the resumed weights, not the initial ones
-                self.ema = EMA(self.head, self.cfg.ema_rate)
-        ts = ckpt.train_state
-        if len(ts["optimizers"]) != len(self.optimizers):
-            raise ValueError(f"{path}: {len(ts['optimizers'])} optimizer states for {len(self.optimizers)} optimizers "
-                             "(was freeze_weights or puzzle_emb_ndim changed?)")
-        for optimizer, state in zip(self.optimizers, ts["optimizers"]):
-            optimizer.load_state_dict(state)
-        self.step, self.iteration = ts["step"], ts["iteration"]
-        self.nonfinite_skipped = ts.get("nonfinite_skipped", 0)
-        self.precision.load_state_dict(ts.get("grad_scaler"))
-        rank, same_world = self.info.rank, ts["world_size"] == self.info.world_size
-        mine = ts["per_rank"][rank if same_world else 0]
-        self.train_loader.load_state_dict(mine["loader"])  # every rank walks the same global plan
-        if same_world:
-            st.set_rng_state(mine["rng"], self.device)
-            if mine["carry"] is not None:
-                self.carry = st.to_device(mine["carry"], self.device)
+        restore_train_state(self, load_checkpoint(path, map_location="cpu"))
+        self.saved_step = self.step
+        self.guard.checkpoint_written(self.step, Path(path))  # the first loss judges these weights again
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         if self.hub_pusher is not None:
             self.hub_pusher.close()  # waits for pending uploads
         self.logger.close()
         # Every rank waits for the others' last writes, then the group is torn down: a rank that left
         # with gloo's threads still running aborted at interpreter exit ("terminate called ...").
-        barrier()
+        if not failed:
+            barrier()
         destroy_distributed()

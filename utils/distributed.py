@@ -7,11 +7,20 @@ decisions that must agree across ranks (run names, folders) once through ``broad
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from datetime import timedelta
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
+
+from utils.errors import UserError
+
+
+class CollectiveTimeoutError(UserError):
+    every_rank_sees_it = False  # raised on the ranks still answering, rank 0 may be the hung one
+    exit_code = 1
 
 
 @dataclass(frozen=True)
@@ -53,14 +62,42 @@ def select_device(preferred: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def init_distributed(device: torch.device) -> DistInfo:
-    """Join the torchrun process group when launched by torchrun (NCCL on CUDA, gloo otherwise)."""
+def init_distributed(device: torch.device, timeout_minutes: float | None = None) -> DistInfo:
+    """Join the torchrun process group when launched by torchrun (NCCL on CUDA, gloo otherwise).
+
+    ``timeout_minutes``: how long a collective waits for the other ranks before it fails (None =
+    PyTorch's default); a rank that hangs then ends the job instead of blocking it for ever.
+    """
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
+        timeout = timedelta(minutes=timeout_minutes) if timeout_minutes is not None else None
+        dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None,
+                                timeout=timeout)
     return dist_info()
+
+
+@contextmanager
+def collective_timeouts_explained(timeout_minutes: float | None) -> Iterator[None]:
+    """A collective that timed out becomes one line: which rank waited, how long, and what it means.
+
+    Only under torchrun (the group may already be torn down when the error arrives here)."""
+    try:
+        yield
+    except (dist.DistError, RuntimeError) as exc:
+        if int(os.environ.get("WORLD_SIZE", 1)) < 2 or not _is_timeout(exc):
+            raise
+        raise CollectiveTimeoutError(
+            f"rank {os.environ.get('RANK', '?')}: the other ranks did not answer within dist_timeout_minutes="
+            f"{timeout_minutes} (a rank hung or died); stopping the job") from None
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    # gloo reports "Timed out waiting Nms for send operation", NCCL a watchdog "timeout"; both as
+    # RuntimeError / DistBackendError, so the words are all there is to go on.
+    text = str(exc).lower()
+    return "timed out" in text or "timeout" in text
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:

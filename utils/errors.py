@@ -15,19 +15,26 @@ USER_ERROR_EXIT_CODE = 2
 
 
 class UserError(ValueError):
-    """A problem with the user's input, reported as one line. A ValueError, so code that already
-    catches ValueError for bad values keeps working."""
+    """A problem one line explains (the user's input, a damaged file, a full disk, a diverged run).
+    A ValueError, so code that already catches ValueError for bad values keeps working.
+
+    ``exit_code``: 2 for bad input; subclasses for other expected stops set their own (3: diverged).
+    ``every_rank_sees_it``: under torchrun every rank usually meets the same error and only rank 0
+    prints it; an error only one rank knows about (a collective that timed out) prints on that rank.
+    """
+
+    exit_code = USER_ERROR_EXIT_CODE
+    every_rank_sees_it = True
 
 
 @contextmanager
 def exit_on_user_error() -> Iterator[None]:
-    """Turn a UserError (or FileNotFoundError) raised inside into ``error: <message>`` and exit code 2.
-
-    Under torchrun every rank hits the same error; only rank 0 (or a lone process) prints it.
-    """
+    """Turn a UserError (or FileNotFoundError) raised inside into ``error: <message>`` and its exit
+    code (2 unless the error says otherwise). Rank 0 (or a lone process) prints it, or the rank that
+    alone knows about it."""
     try:
         yield
     except (UserError, FileNotFoundError) as exc:  # a path the user named that is not there counts too
-        if os.environ.get("RANK", "0") == "0":
+        if os.environ.get("RANK", "0") == "0" or not getattr(exc, "every_rank_sees_it", True):
             print(f"error: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(USER_ERROR_EXIT_CODE) from None
+        raise SystemExit(getattr(exc, "exit_code", USER_ERROR_EXIT_CODE)) from None

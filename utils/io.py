@@ -73,3 +73,27 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = True) -> Iterato
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def clean_interrupted(parent: str | os.PathLike, prefix: str = "") -> list[str]:
+    """Tidy what a process killed inside ``atomic_directory`` left in ``parent``; returns notes.
+
+    ``.<name>.*.tmp``: a half-built directory, removed. ``.<name>.*.old``: the previous version moved
+    aside during an overwrite; removed when ``<name>`` is in place, renamed back when the kill came
+    between the two renames (so the previous version is not lost). Only names starting with ``prefix``.
+    """
+    parent = Path(parent)
+    notes = []
+    if not parent.is_dir():
+        return notes
+    for leftover in sorted(parent.glob(f".{prefix}*.tmp")) + sorted(parent.glob(f".{prefix}*.old")):
+        if not leftover.is_dir():
+            continue
+        name = leftover.name[1:].rsplit(".", 2)[0]  # .<name>.<random>.<suffix>
+        target = parent / name
+        if leftover.suffix == ".old" and not target.exists():
+            os.replace(leftover, target)
+            notes.append(f"restored {target} from an interrupted overwrite")
+        else:
+            shutil.rmtree(leftover, ignore_errors=True)
+    return notes
