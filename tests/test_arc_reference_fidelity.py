@@ -176,7 +176,7 @@ def test_option_is_off_by_default_and_on_in_the_kaggle_flow():
 
     assert "ignore_empty_predictions" not in EvaluatorConfig(name="arc").build_kwargs()
     assert inspect.signature(ARCEvaluator).parameters["ignore_empty_predictions"].default is False
-    cfg = compose_config("cfg_kaggle_lora", ["data_paths=[x]"], {})
+    cfg = compose_config("cfg_kaggle_lora", ["data_paths=[x]"])
     assert [e.build_kwargs().get("ignore_empty_predictions") for e in cfg.evaluators] == [True]
-    cfg = compose_config("cfg_pretrain", ["data_paths=[x]"], {})
+    cfg = compose_config("cfg_pretrain", ["data_paths=[x]"])
     assert all(e.build_kwargs().get("ignore_empty_predictions") is None for e in cfg.evaluators)
