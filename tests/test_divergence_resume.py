@@ -142,11 +142,15 @@ def test_interrupted_overwrite_leftovers_are_cleaned_or_restored(data, tmp_path)
     os.replace(run / "step_00000002", run / ".step_00000002.k1ll3d.old")
     shutil.copytree(run / "step_00000001", run / ".step_00000001.x7.old")  # killed after the second rename
     (run / ".step_00000003.y8.tmp").mkdir()
+    # The best checkpoint's copy (<run>/best) is written the same way: killed mid-copy, and killed
+    # between the renames of an overwrite (only the moved-aside previous best is left).
+    (run / ".best.z9.tmp").mkdir()
+    shutil.copytree(run / "step_00000001", run / ".best.w2.old")
     resumed = Trainer(tiny_cfg(data, run, "global_batch_size=4", "checkpoint_every_n_steps=1", "max_steps=2"))
     resumed.close()
     assert resumed.step == 2
-    assert sorted(p.name for p in run.iterdir() if p.name.startswith((".step", "step"))) == [
-        "step_00000001", "step_00000002"]
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith((".step", "step", ".best", "best"))) == [
+        "best", "step_00000001", "step_00000002"]
 
 
 def test_metrics_history_has_no_duplicates_after_a_resume(data, tmp_path):

@@ -92,8 +92,9 @@ class Trainer:
         decision = None
         if self.info.is_main:
             project, run_name, run_dir = decide_run_names(cfg)
-            for note in clean_interrupted(run_dir, "step_"):  # left by a process killed mid-checkpoint
-                print0(note)
+            for prefix in ("step_", "best."):  # left by a process killed mid-checkpoint or mid-copy of best/
+                for note in clean_interrupted(run_dir, prefix):
+                    print0(note)
             latest = choose_resume_checkpoint(run_dir, print0, usable=resume_veto) if cfg.resume else None
             decision = (project, run_name, run_dir, str(latest) if latest else None)
         cfg.project_name, cfg.run_name, cfg.checkpoint_path, resume_from = broadcast_object(decision)
