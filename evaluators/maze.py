@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from evaluators.puzzle_report import maze_figure, page
-from evaluators.puzzle_rows import PuzzleRowsEvaluator, mean
+from evaluators.single_answer import PuzzleRowsEvaluator, mean
 
 WALL, OPEN, START, GOAL, PATH = 1, 2, 3, 4, 5
 

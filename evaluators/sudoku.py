@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from evaluators.puzzle_report import page, sudoku_figure
-from evaluators.puzzle_rows import PuzzleRowsEvaluator, mean
+from evaluators.single_answer import PuzzleRowsEvaluator, mean
 
 BLANK_TOKEN = 1
 _ALL_DIGITS = sum(1 << d for d in range(1, 10))
