@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from evaluators.report import _CSS
+from evaluators.report import REPORT_CSS
 
 _EXTRA_CSS = """
 table.sudoku{border-collapse:collapse;margin:auto;font:13px monospace}
@@ -77,6 +77,6 @@ def page(title: str, metrics: dict[str, float], note: str,
         mark = '<span class="mark ok">&#10003;</span>' if ok else '<span class="mark bad">&#10007;</span>'
         sections.append(f'<div class="task"><h3>{heading} {mark}</h3><div class="row">{"".join(figures)}</div></div>')
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}{_EXTRA_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+            f"<style>{REPORT_CSS}{_EXTRA_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
             f"<table class='metrics'>{metric_rows}</table><p>{html.escape(note)}</p>{''.join(sections)}"
             f"<script>{_MAZE_JS % json.dumps(_MAZE_PALETTE)}</script></body></html>")

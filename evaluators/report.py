@@ -101,7 +101,7 @@ def save_png(path: str | Path, png: bytes) -> None:
 
 
 # ----- HTML -----
-_CSS = """
+REPORT_CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
 table.summary{border-collapse:collapse}
 table.summary th,table.summary td{border:1px solid #ccc;padding:2px 8px;text-align:center}
@@ -260,7 +260,7 @@ def render_report(
         for k, v in (metrics or {}).items()
     )
     head = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}{figure.css()}</style></head><body>")
+            f"<style>{REPORT_CSS}{figure.css()}</style></head><body>")
     body = [
         figure.defs(),
         f"<h1>{html.escape(title)}</h1>",
