@@ -13,7 +13,7 @@ PNGs are written with a dozen lines of zlib (no matplotlib or Pillow needed):
     Image(data=task_png(test_puzzles["007bbfb7"]))
 
 Regenerate a report from an evaluation folder:
-    python -m evaluators.report OUT_DIR --data data/arc-aug-1000
+    python -m evaluators.report OUT_DIR --data data/arc1-aug-1000
 """
 
 from __future__ import annotations

@@ -92,7 +92,8 @@ def test_grown_checkpoint_loads_and_keeps_trained_puzzles(tmp_path):
     save_file({k: v.contiguous() for k, v in old_head.state_dict().items()}, str(ckpt / "ema.safetensors"))
     (ckpt / "identifiers.json").write_text(json.dumps(OLD))
     (ckpt / "config.yaml").write_text(yaml.safe_dump({"arch": {"name": "trm"}}))
-    torch.save({}, ckpt / "train_state.pt")
+    save_file({"optimizers.0.exp_avg": torch.zeros(3)}, str(ckpt / "train_state.safetensors"))
+    (ckpt / "train_state.json").write_text(json.dumps({"step": 10}))
 
     new_ids = ["<blank>", "new1", "c", "a", "new2", "new3"]
     dataset = tmp_path / "dataset"

@@ -43,7 +43,7 @@ def make_checkpoint(folder: Path, step: int = 100, rows: int = 5) -> Path:
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     (folder / "identifiers.json").write_text(json.dumps(["<blank>"] + [f"task{i}" for i in range(rows - 1)]))
     (folder / "metrics.json").write_text(json.dumps({"ARC/pass@2": 0.4375, "all/exact_accuracy": 0.5}))
-    torch.save({"step": step}, folder / "train_state.pt")
+    (folder / "train_state.json").write_text(json.dumps({"step": step}))
     return folder
 
 
@@ -95,7 +95,7 @@ def test_push_uploads_every_file_plus_a_model_card(tmp_path, monkeypatch):
     assert fake.repos["my-org/trm-test"]["private"] is True
     (commit,) = fake.commits
     assert sorted(commit["files"]) == ["README.md", "config.yaml", "identifiers.json", "metrics.json",
-                                       "model.safetensors", "train_state.pt"]
+                                       "model.safetensors", "train_state.json"]
     assert commit["files"]["model.safetensors"] == (ckpt / "model.safetensors").read_bytes()
     assert commit["token"] == TOKEN
     card = commit["files"]["README.md"].decode()
@@ -110,8 +110,9 @@ def test_push_uploads_every_file_plus_a_model_card(tmp_path, monkeypatch):
 def test_exclude_patterns_and_public_flag(tmp_path, monkeypatch):
     ckpt = make_checkpoint(tmp_path / "step_00000100")
     fake = FakeHub().install(monkeypatch)
-    hub.push_checkpoint(ckpt, "org/repo", token=TOKEN, private=False, exclude=("train_state.pt",), retry_delay_s=0)
-    assert "train_state.pt" not in fake.commits[0]["files"]
+    hub.push_checkpoint(ckpt, "org/repo", token=TOKEN, private=False, exclude=("train_state.*",), retry_delay_s=0)
+    assert not [f for f in fake.commits[0]["files"] if f.startswith("train_state")]
+    assert "model.safetensors" in fake.commits[0]["files"]
     assert fake.repos["org/repo"]["private"] is False
 
 
