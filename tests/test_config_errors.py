@@ -55,6 +55,13 @@ def test_reference_plus_spellings_and_free_form_evaluator_kwargs_still_work():
     assert cfg.evaluators[0].kwargs == {"anything": 1}
 
 
+def test_hrm_data_path_spelling_is_one_training_folder():
+    # HRM's README trains with `data_path=data/sudoku-extreme-1k-aug-1000` (a string, not a list).
+    cfg = to_pretrain_config(composed("data_path=data/sudoku-extreme-1k-aug-1000", name="cfg_pretrain"))
+    assert cfg.data_paths == ["data/sudoku-extreme-1k-aug-1000"]
+    assert to_pretrain_config(composed("data_paths=[a,b]", name="cfg_pretrain")).data_paths == ["a", "b"]
+
+
 def test_every_shipped_config_and_arch_passes_the_key_check():
     for name in ("cfg_pretrain", "cfg_tiny_cpu", "cfg_pretrain_lora", "cfg_emb_posttrain", "cfg_kaggle_lora"):
         to_pretrain_config(composed("data_paths=[x]", name=name))

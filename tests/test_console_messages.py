@@ -145,3 +145,12 @@ def test_time_budget_message_rounds_the_minutes(data, tmp_path, capsys):
     pretrain.train(compose_cfg([f"data_paths=[{data}]", f"checkpoint_path={tmp_path / 'run'}", *TINY, "evaluators=[]",
                                 "max_train_minutes=0.0123456", "final_eval_reserve_minutes=1"]))
     assert "max_train_minutes=0.01: stopped at step 1 of 2" in capsys.readouterr().out
+
+
+def test_missing_dataset_hint_names_the_builder_of_its_benchmark():
+    from dataset.puzzle_dataset import _build_hint
+
+    assert "dataset.build_sudoku_dataset --output-dir data/sudoku-extreme-1k-aug-1000" in _build_hint(
+        "data/sudoku-extreme-1k-aug-1000")
+    assert "dataset.build_maze_dataset --output-dir data/maze-30x30-hard-1k" in _build_hint("data/maze-30x30-hard-1k")
+    assert "dataset.build_arc_dataset --output-dir data/arc1concept-aug-1000" in _build_hint("data/arc1concept-aug-1000")

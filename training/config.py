@@ -63,6 +63,9 @@ class PretrainConfig:
     # --- Data ---
     # Built dataset folders for training (several are combined).
     data_paths: List[str] = field(default_factory=lambda: ["data/arc1-aug-1000"])
+    # HRM's spelling of one training folder (its README: `data_path=data/sudoku-extreme-1k-aug-1000`):
+    # data_path=X is data_paths=[X].
+    data_path: Optional[str] = None
     # Folders for evaluation; empty means the test split of data_paths.
     data_paths_test: List[str] = field(default_factory=list)
     # Evaluators run at every evaluation (one per evaluation data path).
@@ -281,6 +284,8 @@ def to_pretrain_config(cfg: Any) -> PretrainConfig:
     except OmegaConfBaseException as exc:  # a wrong type or a missing value, named by OmegaConf
         raise UserError(f"config: {str(exc).splitlines()[0]} (key {getattr(exc, 'full_key', '?')})") from None
     assert isinstance(obj, PretrainConfig)
+    if obj.data_path is not None:  # HRM's command line: one folder
+        obj.data_paths, obj.data_path = [obj.data_path], None
     try:
         obj.validate()
     except ValueError as exc:
