@@ -2,7 +2,7 @@
 
 Per optimizer step: one ACT step of the loss head on a batch (the ACT carry keeps unfinished
 examples across batches), loss / global batch size backward, gradients averaged by DDP (or FSDP2),
-AdamATan2 on the weights and sign-SGD on the puzzle-embedding rows (synchronised across ranks by the
+AdamATan2 (or AdamW, `optimizer=`) on the weights and sign-SGD on the puzzle-embedding rows (synchronised across ranks by the
 optimizer's all-gather), learning rates from one warmup + cosine schedule, EMA update. Every
 ``eval_interval`` epochs: evaluation (EMA weights when ema=True) through the configured evaluators,
 then a checkpoint. A re-run of the same command resumes from the newest complete checkpoint.
