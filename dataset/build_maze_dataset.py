@@ -35,6 +35,7 @@ from dataset.build_arc_writer import pwrite_all
 from dataset.build_sudoku_dataset import add_common_args
 from dataset.puzzle_csv import PuzzleCsvError, create_split, csv_path, decode, read_puzzle_csv, select_rows, \
     write_identifiers
+from utils.errors import run_command
 from utils.io import atomic_directory
 
 CHARSET = "# SGo"
@@ -117,13 +118,7 @@ def parse_args(argv: list[str] | None = None) -> MazeBuildConfig:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
-    try:
-        summary = build_maze_dataset(cfg)
-    except PuzzleCsvError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(format_summary(summary))
-    return 0
+    return run_command(lambda: print(format_summary(build_maze_dataset(cfg))))  # bad input: one line, exit code 2
 
 
 if __name__ == "__main__":

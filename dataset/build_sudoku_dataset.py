@@ -39,6 +39,7 @@ from dataset.build_arc_augment import stable_rng
 from dataset.build_arc_writer import FileHandles, pwrite_all
 from dataset.puzzle_csv import (PuzzleCsv, PuzzleCsvError, create_split, csv_path, decode, read_puzzle_csv,
                                 select_rows, worker_count, write_identifiers)
+from utils.errors import run_command
 from utils.io import atomic_directory
 
 SEQ_LEN = 81
@@ -222,13 +223,7 @@ def parse_args(argv: list[str] | None = None) -> SudokuBuildConfig:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
-    try:
-        summary = build_sudoku_dataset(cfg)
-    except PuzzleCsvError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(format_summary(summary))
-    return 0
+    return run_command(lambda: print(format_summary(build_sudoku_dataset(cfg))))  # bad input: one line, exit code 2
 
 
 if __name__ == "__main__":

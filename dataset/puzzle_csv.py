@@ -21,12 +21,13 @@ import numpy as np
 from dataset.arc_grid import BLANK_IDENTIFIER
 from dataset.build_arc_writer import create_npy
 from dataset.metadata import PuzzleDatasetMetadata
+from utils.errors import UserError
 
 CSV_COLUMNS = ("source", "question", "answer", "rating")
 _ROWS_PER_BLOCK = 65536  # rows turned into numpy at a time while reading
 
 
-class PuzzleCsvError(ValueError):
+class PuzzleCsvError(UserError):
     """Bad input: the message names the file and the row; the CLI prints it and exits 2."""
 
 

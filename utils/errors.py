@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 USER_ERROR_EXIT_CODE = 2
 
@@ -38,3 +38,14 @@ def exit_on_user_error() -> Iterator[None]:
         if os.environ.get("RANK", "0") == "0" or not getattr(exc, "every_rank_sees_it", True):
             print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(getattr(exc, "exit_code", USER_ERROR_EXIT_CODE)) from None
+
+
+def run_command(body: Callable[[], object]) -> int:
+    """A command-line main's body: exit status 0 when it finishes, or a UserError's one-line message
+    and its exit code (the builders return it, so tests can call their ``main`` directly)."""
+    try:
+        body()
+    except UserError as exc:  # no traceback: the message says what to change
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    return 0
