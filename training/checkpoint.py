@@ -168,8 +168,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def choose_resume_checkpoint(run_dir: str | Path, say: Callable[[str], None] = print,
-                             usable: Callable[[Path], str | None] = lambda path: None) -> Path | None:
-    """The newest ``step_*`` folder that loads completely (None when there is none at all).
+                             usable: Callable[[Path], str | None] = lambda path: None) -> LoadedCheckpoint | None:
+    """The newest ``step_*`` folder that loads completely, as loaded (None when there is none at all).
 
     A damaged newer folder (a truncated file, a missing one) is skipped, saying which and why;
     ``usable(path)`` may veto a folder that loads by returning the reason (e.g. known diverged weights).
@@ -178,12 +178,12 @@ def choose_resume_checkpoint(run_dir: str | Path, say: Callable[[str], None] = p
     skipped = []
     for _, path in reversed(step_folders(run_dir)):
         try:
-            load_checkpoint(path)
+            loaded = load_checkpoint(path)
             reason = usable(path)
         except (FileNotFoundError, TensorFileError, OSError, ValueError) as exc:
             reason = str(exc)
         if reason is None:
-            return path
+            return loaded  # the caller resumes from it as it is (a 2 GB table is read once)
         say(f"resume: skipped {path.name}: {reason}")
         skipped.append(f"{path.name} ({reason})")
     if skipped:

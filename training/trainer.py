@@ -41,7 +41,7 @@ from models.sparse_embedding import SparseSignSGD
 from training import state as st
 from training.accumulation import Accumulator
 from training.best_checkpoint import BestCheckpoint
-from training.checkpoint import choose_resume_checkpoint, load_checkpoint, save_checkpoint
+from training.checkpoint import LoadedCheckpoint, choose_resume_checkpoint, load_checkpoint, save_checkpoint
 from training.checkpoint_config import arch_for_post_training
 from training.config import PretrainConfig
 from training.curriculum import Curriculum
@@ -89,14 +89,14 @@ class Trainer:
             print0(taken)
 
         # Names, run folder and whether to resume: one decision, shared by all ranks.
-        decision = None
+        decision, latest = None, None
         if self.info.is_main:
             project, run_name, run_dir = decide_run_names(cfg)
             for prefix in ("step_", "best."):  # left by a process killed mid-checkpoint or mid-copy of best/
                 for note in clean_interrupted(run_dir, prefix):
                     print0(note)
             latest = choose_resume_checkpoint(run_dir, print0, usable=resume_veto) if cfg.resume else None
-            decision = (project, run_name, run_dir, str(latest) if latest else None)
+            decision = (project, run_name, run_dir, str(latest.path) if latest else None)
         cfg.project_name, cfg.run_name, cfg.checkpoint_path, resume_from = broadcast_object(decision)
         self.run_dir = Path(cfg.checkpoint_path)
 
@@ -172,7 +172,8 @@ class Trainer:
         self.evaluated_since_save = False  # known on every rank (metrics reach the main rank only)
         self.guard = DivergenceGuard(self.run_dir, cfg.nonfinite_policy, cfg.nonfinite_max_skips, self.info.is_main)
         if resume_from:
-            self._resume(resume_from)
+            self._resume(resume_from, latest)
+        del latest  # the checkpoint read while choosing it: its tensors are in the model now
 
         self.trunk_trainable: bool | None = None
         self._configure_trunk(trainable=self.step >= self.freeze_until_step)
@@ -401,8 +402,9 @@ class Trainer:
             if self.hub_pusher is not None:
                 self.hub_pusher.submit(path)  # uploads in the background; a failure only logs a warning
 
-    def _resume(self, path: str) -> None:
-        restore_train_state(self, load_checkpoint(path, map_location="cpu"))
+    def _resume(self, path: str, loaded: LoadedCheckpoint | None = None) -> None:
+        """Restore from ``path``; rank 0 passes the checkpoint it already read while choosing it."""
+        restore_train_state(self, loaded if loaded is not None else load_checkpoint(path, map_location="cpu"))
         self.saved_step = self.step
         self.guard.checkpoint_written(self.step, Path(path))  # the first loss judges these weights again
 
