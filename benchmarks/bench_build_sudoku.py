@@ -32,6 +32,9 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_build_arc_dataset import _tree_rss  # noqa: E402  (one way to sum a process tree's RSS)
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -116,13 +119,7 @@ def measure(cmd: list[str]) -> dict:
     proc = psutil.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = 0
     while proc.poll() is None:
-        total = 0
-        for p in [proc, *proc.children(recursive=True)]:
-            try:
-                total += p.memory_info().rss
-            except psutil.Error:
-                pass
-        peak = max(peak, total)
+        peak = max(peak, _tree_rss(proc))
         time.sleep(0.02)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
